@@ -1,0 +1,23 @@
+//! Satchel's domain and engine: everything about batches that is neither HTTP nor SQL.
+//!
+//! - [`lifecycle`]: the batch lifecycle rules and the operations the API calls ([`Batches`]).
+//! - [`ingest`]: the streaming parser and validator of a create body.
+//! - [`store`]: the [`Store`] seam that every storage engine implements.
+//! - [`backend`], [`emulator`]: the [`Backend`] seam a request runs through, and the built-in
+//!   deterministic fake model.
+//! - [`dispatch`]: leases pending requests, runs them on a backend, group-commits results.
+//! - [`housekeeping`]: expiry at `expires_at`, the retention purge, lease recovery.
+
+pub mod backend;
+pub mod dispatch;
+pub mod emulator;
+pub mod housekeeping;
+pub mod ingest;
+pub mod lifecycle;
+pub mod model;
+pub mod result_line;
+pub mod store;
+
+pub use backend::{Backend, BackendOutcome};
+pub use lifecycle::{BatchError, Batches, LifecycleConfig};
+pub use store::{Store, StoreError};

@@ -1,0 +1,106 @@
+//! The domain records that cross the [`Store`](crate::Store) seam.
+//!
+//! These are not wire types: the API converts them (see `satchel-server`'s `api::convert`).
+
+use serde_json::value::RawValue;
+use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
+
+/// A batch as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub id: String,
+    pub workspace: String,
+    pub status: ProcessingStatus,
+    pub counts: RequestCounts,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub cancel_initiated_at: Option<Timestamp>,
+    pub archived_at: Option<Timestamp>,
+}
+
+impl BatchRecord {
+    pub fn request_count(&self) -> u64 {
+        self.counts.total()
+    }
+}
+
+/// The head of a batch being created; its requests follow through an [`IngestChunk`] stream.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub id: String,
+    pub workspace: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// One accepted request of a create body: a valid, unique `custom_id` and the `params` bytes
+/// exactly as received.
+#[derive(Debug)]
+pub struct NewRequest {
+    pub custom_id: String,
+    pub params: Box<RawValue>,
+}
+
+/// What the ingest parser sends to the store while a create body streams in.
+#[derive(Debug)]
+pub enum IngestChunk {
+    /// The next requests, in submission order.
+    Requests(Vec<NewRequest>),
+    /// The body was read whole and is valid: make the batch visible. If the stream ends
+    /// without this, the store discards everything it received.
+    Commit,
+}
+
+/// Which page of a workspace's batches to list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListCursor {
+    /// The newest batches.
+    Start,
+    /// Batches older than this id.
+    After(String),
+    /// Batches newer than this id.
+    Before(String),
+}
+
+/// A request leased to the dispatcher.
+#[derive(Debug)]
+pub struct ClaimedRequest {
+    /// The store's handle of the request.
+    pub request: RequestKey,
+    pub custom_id: String,
+    pub params: Box<RawValue>,
+}
+
+/// The store's handle of a leased request: which row, and which lease (a fencing token, so an
+/// outcome computed under a lease that has since been recovered is ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestKey {
+    pub batch: i64,
+    pub request: i64,
+    pub lease: i64,
+}
+
+/// How a request ended, for the counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Succeeded,
+    Errored,
+}
+
+/// A finished request, ready to be stored with its final result line.
+#[derive(Debug)]
+pub struct Settlement {
+    pub request: RequestKey,
+    pub kind: OutcomeKind,
+    /// The whole JSONL line, without the trailing newline.
+    pub line: Vec<u8>,
+}
+
+/// What a delete found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    NotEnded,
+}

@@ -1,0 +1,92 @@
+//! The final JSONL lines, serialised once, when a request settles.
+//!
+//! `custom_id`s are validated at ingest (`^[a-zA-Z0-9_-]{1,64}$`), so they never need escaping;
+//! they still go through serde here so that the line is valid JSON by construction.
+
+use satchel_wire::{BatchResult, BatchResultLine, ErrorResponse, ErrorType};
+use serde_json::value::RawValue;
+
+fn serialise(custom_id: &str, result: BatchResult) -> Vec<u8> {
+    let line = BatchResultLine { custom_id: custom_id.to_owned(), result };
+    // Serialising these types cannot fail: no maps with non-string keys, no foreign Serialize.
+    serde_json::to_vec(&line).unwrap_or_default()
+}
+
+/// `{"custom_id":…,"result":{"type":"succeeded","message":…}}`, with the message bytes as given.
+pub fn succeeded(custom_id: &str, message: &RawValue) -> Vec<u8> {
+    let mut line = Vec::with_capacity(message.get().len() + custom_id.len() + 64);
+    line.extend_from_slice(br#"{"custom_id":"#);
+    line.extend_from_slice(&serde_json::to_vec(custom_id).unwrap_or_default());
+    line.extend_from_slice(br#","result":{"type":"succeeded","message":"#);
+    line.extend_from_slice(message.get().as_bytes());
+    line.extend_from_slice(b"}}");
+    line
+}
+
+/// `{"custom_id":…,"result":{"type":"errored","error":{…}}}`.
+pub fn errored(custom_id: &str, kind: ErrorType, message: &str) -> Vec<u8> {
+    serialise(custom_id, BatchResult::Errored { error: ErrorResponse::new(kind, message, None) })
+}
+
+/// `{"custom_id":…,"result":{"type":"canceled"}}`.
+pub fn canceled(custom_id: &str) -> Vec<u8> {
+    serialise(custom_id, BatchResult::Canceled)
+}
+
+/// `{"custom_id":…,"result":{"type":"expired"}}`.
+pub fn expired(custom_id: &str) -> Vec<u8> {
+    serialise(custom_id, BatchResult::Expired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn succeeded_embeds_the_message_unchanged_and_parses() {
+        let message = RawValue::from_string(r#"{"id":"msg_1", "content":[]}"#.into()).unwrap();
+        let line = succeeded("a", &message);
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            r#"{"custom_id":"a","result":{"type":"succeeded","message":{"id":"msg_1", "content":[]}}}"#
+        );
+        let parsed: BatchResultLine = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed.custom_id, "a");
+    }
+
+    #[test]
+    fn terminal_lines() {
+        assert_eq!(canceled("c"), br#"{"custom_id":"c","result":{"type":"canceled"}}"#);
+        assert_eq!(expired("d"), br#"{"custom_id":"d","result":{"type":"expired"}}"#);
+    }
+}
+
+/// The ends of a `canceled` or `expired` line around the `custom_id`, for engines that build
+/// those lines in bulk inside the database: `prefix + custom_id + suffix` is the whole line.
+/// Valid because `custom_id`s never need JSON escaping.
+pub fn terminal_line_parts(kind: TerminalKind) -> (&'static str, &'static str) {
+    match kind {
+        TerminalKind::Canceled => (r#"{"custom_id":""#, r#"","result":{"type":"canceled"}}"#),
+        TerminalKind::Expired => (r#"{"custom_id":""#, r#"","result":{"type":"expired"}}"#),
+    }
+}
+
+/// Requests that end without running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalKind {
+    Canceled,
+    Expired,
+}
+
+#[cfg(test)]
+mod parts_tests {
+    use super::*;
+
+    #[test]
+    fn parts_build_the_same_line_as_serde() {
+        for (kind, line) in [(TerminalKind::Canceled, canceled("x-1")), (TerminalKind::Expired, expired("x-1"))] {
+            let (prefix, suffix) = terminal_line_parts(kind);
+            assert_eq!(format!("{prefix}x-1{suffix}").into_bytes(), line);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The storage seam: what every engine (embedded SQLite now, PostgreSQL next) must provide.
+//!
+//! An implementation keeps batches, their requests, the queue of requests still to run, and
+//! the final result lines. It must make each method atomic and honour these rules, which the
+//! rest of Satchel relies on:
+//!
+//! - A batch and all its requests appear together or not at all ([`Store::create_batch`]).
+//! - A request's result is written in the same transaction that removes it from the queue and
+//!   moves the batch's counts; a request that already has a result is never leased again, and
+//!   a settlement whose lease is no longer current is ignored ([`Store::settle`]).
+//! - A batch whose `processing` count reaches zero becomes `ended` in that same transaction.
+//! - Every query is scoped by workspace; another workspace's batch is simply absent.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use satchel_wire::Timestamp;
+use tokio::sync::mpsc;
+
+use crate::model::{
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, Settlement,
+};
+
+/// Failures of the storage engine itself (never a client's mistake).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("the create body ended before it was committed")]
+    IngestAborted,
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// Where results are read from: a byte stream of JSONL lines, each ending in `\n`.
+pub type ResultStream = BoxStream<'static, Result<bytes::Bytes, StoreError>>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates `batch` from the requests that arrive on `chunks`, all or nothing: the batch
+    /// becomes visible (and its requests runnable) only once [`IngestChunk::Commit`] arrives.
+    /// If the channel closes before that, everything received is discarded and
+    /// [`StoreError::IngestAborted`] is returned.
+    async fn create_batch(
+        &self,
+        batch: NewBatch,
+        chunks: mpsc::Receiver<IngestChunk>,
+    ) -> Result<BatchRecord, StoreError>;
+
+    async fn get_batch(&self, workspace: &str, id: &str) -> Result<Option<BatchRecord>, StoreError>;
+
+    /// Up to `limit` batches of `workspace` in the cursor's direction, newest first.
+    /// Returns one extra batch when more exist, so the caller can tell `has_more`.
+    async fn list_batches(
+        &self,
+        workspace: &str,
+        cursor: &ListCursor,
+        limit: u32,
+    ) -> Result<Vec<BatchRecord>, StoreError>;
+
+    /// Starts cancelling: sets `cancel_initiated_at` (first time only) and status `canceling`,
+    /// turns every request not leased into a `canceled` result, and ends the batch if nothing
+    /// is left in flight. A batch already canceling or ended is returned unchanged.
+    async fn cancel_batch(
+        &self,
+        workspace: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<BatchRecord>, StoreError>;
+
+    /// Deletes an ended batch with its requests and results.
+    async fn delete_batch(&self, workspace: &str, id: &str) -> Result<DeleteOutcome, StoreError>;
+
+    /// The batch's result lines in submission order, streamed without loading them all.
+    fn results(&self, workspace: &str, id: &str) -> ResultStream;
+
+    /// Leases up to `max` runnable requests until `lease_until`, spread fairly across the
+    /// batches that have some (round robin, so a small batch is not starved by a large one).
+    /// Runnable: no result yet, not leased (or its lease ran out), in a batch that is
+    /// `in_progress` and not past `expires_at`.
+    async fn claim(
+        &self,
+        max: usize,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ClaimedRequest>, StoreError>;
+
+    /// Stores finished requests (one transaction for all of them): each result line is
+    /// written only if its lease is still current, and counts move with it.
+    async fn settle(&self, settlements: Vec<Settlement>, now: Timestamp) -> Result<(), StoreError>;
+
+    /// For batches past `expires_at`, and for canceling batches, turns the unleased requests
+    /// into `expired` / `canceled` results. Returns how many requests it settled.
+    async fn sweep_unrunnable(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Purges the results of ended batches created before `created_before` and sets their
+    /// `archived_at`. Returns how many batches it archived.
+    async fn archive(&self, created_before: Timestamp, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Releases every lease, at start-up of a single-node store: the process that held them
+    /// is gone, so their requests may run again at once.
+    async fn release_all_leases(&self) -> Result<u64, StoreError>;
+}

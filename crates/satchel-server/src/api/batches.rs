@@ -1,0 +1,144 @@
+//! The route handlers: parse the HTTP request, call the lifecycle, shape the reply.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use satchel_core::BatchError;
+use satchel_core::ingest::IngestError;
+use satchel_core::model::ListCursor;
+use satchel_wire::{
+    DeletedMessageBatch, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ListPage, MAX_CREATE_BODY_BYTES, MessageBatch,
+};
+
+use super::context::Caller;
+use super::{AppState, ApiError, body, convert};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    convert::base_url(state.public_base_url.as_deref(), headers)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> ApiResult<Json<MessageBatch>> {
+    let headers = request.headers().clone();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_CREATE_BODY_BYTES) {
+        return Err(ApiError::TooLarge);
+    }
+    let (reader, overflow) = body::capped_reader(request.into_body(), MAX_CREATE_BODY_BYTES);
+    match state.batches.create(&caller.workspace, reader).await {
+        Ok(record) => Ok(Json(convert::batch(record, &base_url(&state, &headers)))),
+        Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => Err(ApiError::TooLarge),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<MessageBatch>> {
+    let record = state.batches.get(&caller.workspace, &id).await?;
+    Ok(Json(convert::batch(record, &base_url(&state, &headers))))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<ListPage<MessageBatch>>> {
+    let limit = match query.get("limit").map(String::as_str) {
+        None | Some("") => LIST_LIMIT_DEFAULT,
+        Some(text) => {
+            let limit: i64 = text.parse().map_err(|_| {
+                ApiError::InvalidRequest(
+                    "limit: Input should be a valid integer, unable to parse string as an integer".into(),
+                )
+            })?;
+            if limit < 1 {
+                return Err(ApiError::InvalidRequest("limit: Input should be greater than or equal to 1".into()));
+            }
+            if limit > i64::from(LIST_LIMIT_MAX) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "limit: Input should be less than or equal to {LIST_LIMIT_MAX}"
+                )));
+            }
+            limit as u32
+        }
+    };
+    let cursor_of = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
+    let cursor = match (cursor_of("after_id"), cursor_of("before_id")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest("after_id and before_id cannot both be given".into()));
+        }
+        (Some(after), None) => ListCursor::After(after),
+        (None, Some(before)) => ListCursor::Before(before),
+        (None, None) => ListCursor::Start,
+    };
+    let page = state.batches.list(&caller.workspace, &cursor, limit).await?;
+    let base = base_url(&state, &headers);
+    let data: Vec<MessageBatch> = page.batches.into_iter().map(|b| convert::batch(b, &base)).collect();
+    Ok(Json(ListPage {
+        first_id: data.first().map(|b| b.id.clone()),
+        last_id: data.last().map(|b| b.id.clone()),
+        has_more: page.has_more,
+        data,
+    }))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<MessageBatch>> {
+    let record = state.batches.cancel(&caller.workspace, &id).await?;
+    Ok(Json(convert::batch(record, &base_url(&state, &headers))))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeletedMessageBatch>> {
+    state.batches.delete(&caller.workspace, &id).await?;
+    Ok(Json(DeletedMessageBatch::new(id)))
+}
+
+pub async fn results(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let lines = state.batches.results(&caller.workspace, &id).await?;
+    let body = Body::from_stream(lines.map_err(|e| {
+        // Mid-stream the status is already sent: the connection is cut, the client sees a
+        // truncated body rather than a wrong one.
+        tracing::error!(error = %e, "results stream failed");
+        std::io::Error::other(e)
+    }));
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-jsonl"));
+    Ok(response)
+}
+
+pub async fn unknown_route() -> ApiError {
+    ApiError::UnknownRoute
+}

@@ -1,0 +1,101 @@
+//! The layer every request passes: request id, key, `anthropic-version`, error envelope.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use satchel_wire::{ErrorResponse, ErrorType, ids};
+
+use super::AppState;
+use super::error::{ApiError, WireError};
+use crate::auth::KeyProblem;
+
+/// The caller, as handlers see it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub workspace: String,
+}
+
+pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let request_id = ids::new_request_id();
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = match admit(&state, &request) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    };
+    render_error(&mut response, &request_id);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("request-id", value);
+    }
+    // Method, path and status only: never headers (keys) or bodies.
+    tracing::info!(%request_id, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
+    let headers = request.headers();
+    let workspace = state.keys.workspace_of(headers).map_err(|problem| match problem {
+        KeyProblem::Missing => ApiError::MissingKey,
+        KeyProblem::Unknown => ApiError::UnknownKey,
+    })?;
+    let version = headers
+        .get("anthropic-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or(ApiError::MissingVersion)?;
+    if !looks_like_a_date(version) {
+        return Err(ApiError::BadVersion(version.to_owned()));
+    }
+    Ok(Caller { workspace: workspace.to_owned() })
+}
+
+/// `YYYY-MM-DD`, the shape of every API version.
+fn looks_like_a_date(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+}
+
+/// Gives every error response the API's JSON envelope with this request's id, including
+/// errors produced by the framework itself (such as a wrong method).
+fn render_error(response: &mut Response, request_id: &str) {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return;
+    }
+    let wire = match response.extensions_mut().remove::<WireError>() {
+        Some(wire) => wire,
+        None if status == StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed.to_wire(),
+        None if status == StatusCode::NOT_FOUND => ApiError::UnknownRoute.to_wire(),
+        None if status.is_client_error() => WireError {
+            status,
+            kind: ErrorType::InvalidRequestError,
+            message: status.canonical_reason().unwrap_or("Invalid request").to_owned(),
+        },
+        None => WireError { status, kind: ErrorType::ApiError, message: "Internal server error".into() },
+    };
+    let body = ErrorResponse::new(wire.kind, wire.message, Some(request_id.to_owned()));
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    *response.status_mut() = wire.status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    *response.body_mut() = Body::from(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions_are_dates() {
+        assert!(super::looks_like_a_date("2023-06-01"));
+        assert!(super::looks_like_a_date("2026-10-21"));
+        assert!(!super::looks_like_a_date("2023-6-1"));
+        assert!(!super::looks_like_a_date("latest"));
+    }
+}

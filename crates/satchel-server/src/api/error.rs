@@ -1,0 +1,83 @@
+//! [`ApiError`]: every way a request can fail, and the one function that maps each to its
+//! HTTP status, `error.type` and message.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use satchel_core::BatchError;
+use satchel_core::ingest::IngestError;
+use satchel_wire::ErrorType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("x-api-key header is required")]
+    MissingKey,
+    #[error("invalid x-api-key")]
+    UnknownKey,
+    #[error("anthropic-version: header is required")]
+    MissingVersion,
+    #[error("anthropic-version: {0:?} is not a valid version; expected a date such as 2023-06-01")]
+    BadVersion(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("Request exceeds the maximum size")]
+    TooLarge,
+    #[error("Not found")]
+    UnknownRoute,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+/// The wire form of an error: status, type and message. The body is rendered (with the
+/// request id) by [`super::context::layer`].
+#[derive(Debug, Clone)]
+pub struct WireError {
+    pub status: StatusCode,
+    pub kind: ErrorType,
+    pub message: String,
+}
+
+impl ApiError {
+    /// The one mapping from errors to the wire. Client mistakes are never 409 or 5xx: the
+    /// SDKs retry those.
+    pub fn to_wire(&self) -> WireError {
+        use ErrorType as T;
+        let (status, kind) = match self {
+            Self::MissingKey | Self::UnknownKey => (StatusCode::UNAUTHORIZED, T::AuthenticationError),
+            Self::MissingVersion | Self::BadVersion(_) | Self::InvalidRequest(_) => {
+                (StatusCode::BAD_REQUEST, T::InvalidRequestError)
+            }
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, T::RequestTooLarge),
+            Self::UnknownRoute => (StatusCode::NOT_FOUND, T::NotFoundError),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, T::InvalidRequestError),
+            Self::Batch(e) => match e {
+                BatchError::NotFound(_) | BatchError::NoResults(_) => (StatusCode::NOT_FOUND, T::NotFoundError),
+                BatchError::DeleteInProgress => (StatusCode::BAD_REQUEST, T::InvalidRequestError),
+                BatchError::Ingest(IngestError::Invalid(_) | IngestError::NotJson(_) | IngestError::Read(_)) => {
+                    (StatusCode::BAD_REQUEST, T::InvalidRequestError)
+                }
+                BatchError::Ingest(IngestError::StoreGone) | BatchError::Store(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, T::ApiError)
+                }
+            },
+        };
+        let message = if status.is_server_error() {
+            // The detail goes to the log, not to the client.
+            tracing::error!(error = %self, "internal error");
+            "Internal server error".to_owned()
+        } else {
+            self.to_string()
+        };
+        WireError { status, kind, message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let wire = self.to_wire();
+        let mut response = wire.status.into_response();
+        response.extensions_mut().insert(wire);
+        response
+    }
+}

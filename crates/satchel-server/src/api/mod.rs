@@ -1,0 +1,40 @@
+//! The HTTP API: the six Message Batches routes under `/v1/messages/batches`.
+//!
+//! Every request passes [`context::layer`] first: it mints the `request-id`, checks the key and
+//! `anthropic-version`, and renders every error in the API's envelope. Handlers then only
+//! speak in domain terms ([`satchel_core::Batches`]) and [`ApiError`]s.
+
+mod batches;
+mod body;
+pub mod context;
+mod convert;
+mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use satchel_core::Batches;
+
+use crate::auth::Keys;
+pub use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub batches: Batches,
+    pub keys: Arc<Keys>,
+    pub public_base_url: Option<Arc<str>>,
+}
+
+/// The whole API as an axum router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/messages/batches", post(batches::create).get(batches::list))
+        .route("/v1/messages/batches/{id}", get(batches::retrieve).delete(batches::delete))
+        .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/messages/batches/{id}/results", get(batches::results))
+        .fallback(batches::unknown_route)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), context::layer))
+        .with_state(state)
+}

@@ -1,0 +1,97 @@
+//! Starting the service: open the store, recover, spawn the dispatcher and housekeeping, serve.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use satchel_core::dispatch::Dispatcher;
+use satchel_core::emulator::Emulator;
+use satchel_core::housekeeping::Housekeeper;
+use satchel_core::{Batches, Store, StoreError};
+use satchel_store_sqlite::{OpenError, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::config::ServerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to listen on {0} without API keys: anyone who can reach it could use it. \
+         Configure keys (SATCHEL_API_KEYS or [[api_keys]] in --config), or listen on a loopback address"
+    )]
+    OpenBeyondLoopback(SocketAddr),
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("recovering the store failed: {0}")]
+    Recover(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::stop`].
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Waits until the HTTP server stops (it normally runs forever).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.server.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        for task in self.tasks {
+            task.abort();
+        }
+        result
+    }
+
+    /// Stops serving and all background work. Leased requests stay leased in the store and
+    /// run again at the next start.
+    pub fn stop(self) {
+        self.server.abort();
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Opens the store at `config.db`, recovers leases, starts the dispatcher (on the emulator),
+/// housekeeping and the HTTP server.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    if config.keys.is_open() && !config.listen.ip().is_loopback() {
+        return Err(StartError::OpenBeyondLoopback(config.listen));
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db)?);
+    let released = store.release_all_leases().await?;
+    if released > 0 {
+        tracing::info!(released, "released the leases of the previous run; those requests run again");
+    }
+    let work_arrived = Arc::new(Notify::new());
+    let batches = Batches::new(store.clone(), config.lifecycle.clone(), work_arrived.clone());
+    let backend = Arc::new(Emulator::new(config.emulator.clone()));
+    let mut tasks = Dispatcher::new(store.clone(), backend, config.dispatch.clone(), work_arrived).spawn();
+    tasks.push(Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn());
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    if config.keys.is_open() {
+        tracing::warn!(%addr, "no API keys configured: accepting any key (loopback only), workspace \"default\"");
+    } else {
+        tracing::info!(keys = config.keys.len(), "API keys loaded");
+    }
+    let state = AppState {
+        batches,
+        keys: Arc::new(config.keys.clone()),
+        public_base_url: config.public_base_url.as_deref().map(Arc::from),
+    };
+    let app = api::router(state);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(%addr, db = %config.db.display(), "Satchel is serving the Message Batches API");
+    Ok(RunningServer { addr, tasks, server })
+}

@@ -1,0 +1,15 @@
+//! Satchel's server: the HTTP API over the batch lifecycle, its configuration, and the
+//! assembly of store, dispatcher and housekeeping into one running service.
+//!
+//! - [`api`]: routes, authentication, the wire conversion and the one error mapping.
+//! - [`auth`]: API keys and the workspaces they belong to.
+//! - [`config`]: the typed configuration and the TOML config file.
+//! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+
+pub use app::{RunningServer, StartError, start};
+pub use config::{ConfigError, ConfigFile, ServerConfig};

@@ -1,0 +1,175 @@
+//! Satchel's embedded store: one SQLite file in WAL mode.
+//!
+//! Layout (see `schema.sql`): `batches` (one row a batch, with its live counts), `requests`
+//! (the `params` bytes, immutable), `queue` (a narrow row for each request still to run, with
+//! its lease), `results` (the final JSONL line of each settled request). A batch's requests
+//! take a contiguous block of ids reserved at create, so a batch's results are a primary-key
+//! range read in submission order, with no index and no sort.
+//!
+//! Writes go through one connection (SQLite has one writer anyway), reads through a small
+//! pool; all of it on tokio's blocking threads. The process takes an exclusive lock on
+//! `<db>.lock`, so leases can be released at start-up: nobody else can hold them.
+
+mod ops;
+mod pool;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use satchel_core::model::{
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, Settlement,
+};
+use satchel_core::store::{ResultStream, Store, StoreError};
+use satchel_wire::Timestamp;
+use tokio::sync::mpsc;
+
+use pool::Pool;
+
+/// Errors opening the store (the file, the lock, the schema).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is in use by another Satchel process (lock file {lock})")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot open the SQLite database {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    pool: Arc<Pool>,
+    /// Held for the life of the store: the exclusive lock on `<db>.lock`.
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and takes its lock.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let lock_path = lock_path(path);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| OpenError::Io { path: lock_path.clone(), source })?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked { path: path.to_owned(), lock: lock_path });
+        }
+        let pool = Pool::open(path).map_err(|source| OpenError::Sqlite { path: path.to_owned(), source })?;
+        Ok(Self { pool: Arc::new(pool), _lock: lock })
+    }
+
+    /// Runs `f` with the writer connection on a blocking thread.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.with_writer(f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(engine)
+    }
+
+    /// Runs `f` with a reader connection on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.with_reader(f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(engine)
+    }
+}
+
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+pub(crate) fn engine(e: rusqlite::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_batch(
+        &self,
+        batch: NewBatch,
+        chunks: mpsc::Receiver<IngestChunk>,
+    ) -> Result<BatchRecord, StoreError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || ops::ingest(&pool, batch, chunks))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    async fn get_batch(&self, workspace: &str, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let (workspace, id) = (workspace.to_owned(), id.to_owned());
+        self.read(move |c| ops::get_batch(c, &workspace, &id)).await
+    }
+
+    async fn list_batches(
+        &self,
+        workspace: &str,
+        cursor: &ListCursor,
+        limit: u32,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        let (workspace, cursor) = (workspace.to_owned(), cursor.clone());
+        self.read(move |c| ops::list_batches(c, &workspace, &cursor, limit)).await
+    }
+
+    async fn cancel_batch(
+        &self,
+        workspace: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let (workspace, id) = (workspace.to_owned(), id.to_owned());
+        self.write(move |c| ops::cancel_batch(c, &workspace, &id, now)).await
+    }
+
+    async fn delete_batch(&self, workspace: &str, id: &str) -> Result<DeleteOutcome, StoreError> {
+        let (workspace, id) = (workspace.to_owned(), id.to_owned());
+        self.write(move |c| ops::delete_batch(c, &workspace, &id)).await
+    }
+
+    fn results(&self, workspace: &str, id: &str) -> ResultStream {
+        ops::stream_results(self.pool.clone(), workspace.to_owned(), id.to_owned())
+    }
+
+    async fn claim(
+        &self,
+        max: usize,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ClaimedRequest>, StoreError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.claim(max, now, lease_until))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(engine)
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>, now: Timestamp) -> Result<(), StoreError> {
+        self.write(move |c| ops::settle(c, &settlements, now)).await
+    }
+
+    async fn sweep_unrunnable(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.write(move |c| ops::sweep_unrunnable(c, now)).await
+    }
+
+    async fn archive(&self, created_before: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        self.write(move |c| ops::archive(c, created_before, now)).await
+    }
+
+    async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        self.write(ops::release_all_leases).await
+    }
+}

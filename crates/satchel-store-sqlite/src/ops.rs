@@ -1,0 +1,504 @@
+//! The store's operations, one function each, as SQL on a connection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use satchel_core::model::{
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, OutcomeKind,
+    RequestKey, Settlement,
+};
+use satchel_core::result_line::{TerminalKind, terminal_line_parts};
+use satchel_core::store::{ResultStream, StoreError};
+use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::engine;
+use crate::pool::{ClaimState, Pool};
+
+/// Request ids reserved for each batch: far more than any batch may hold.
+const IDS_PER_BATCH: i64 = 1 << 32;
+
+const IN_PROGRESS: i64 = 1;
+const CANCELING: i64 = 2;
+const ENDED: i64 = 3;
+
+const BATCH_COLUMNS: &str = "id, workspace, state, processing, succeeded, errored, canceled, expired, \
+     created_at, expires_at, ended_at, cancel_initiated_at, archived_at";
+
+fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
+    let status = match row.get::<_, i64>(2)? {
+        CANCELING => ProcessingStatus::Canceling,
+        ENDED => ProcessingStatus::Ended,
+        _ => ProcessingStatus::InProgress,
+    };
+    let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
+        Ok(row.get::<_, Option<i64>>(i)?.map(Timestamp::from_micros))
+    };
+    let count = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
+    Ok(BatchRecord {
+        id: row.get(0)?,
+        workspace: row.get(1)?,
+        status,
+        counts: RequestCounts {
+            processing: count(3)?,
+            succeeded: count(4)?,
+            errored: count(5)?,
+            canceled: count(6)?,
+            expired: count(7)?,
+        },
+        created_at: Timestamp::from_micros(row.get(8)?),
+        expires_at: Timestamp::from_micros(row.get(9)?),
+        ended_at: ts(10)?,
+        cancel_initiated_at: ts(11)?,
+        archived_at: ts(12)?,
+    })
+}
+
+fn batch_by_pk(conn: &Connection, pk: i64) -> rusqlite::Result<BatchRecord> {
+    conn.prepare_cached(&format!("SELECT {BATCH_COLUMNS} FROM batches WHERE pk = ?1"))?
+        .query_row([pk], batch_from_row)
+}
+
+/// A batch's key facts, looked up by its public id within a workspace (never an ingesting one).
+struct BatchKey {
+    pk: i64,
+    state: i64,
+    first_request: i64,
+    request_count: i64,
+}
+
+fn find_batch(conn: &Connection, workspace: &str, id: &str) -> rusqlite::Result<Option<BatchKey>> {
+    conn.prepare_cached(
+        "SELECT pk, state, first_request, request_count FROM batches
+         WHERE workspace = ?1 AND id = ?2 AND state != 0",
+    )?
+    .query_row(params![workspace, id], |r| {
+        Ok(BatchKey { pk: r.get(0)?, state: r.get(1)?, first_request: r.get(2)?, request_count: r.get(3)? })
+    })
+    .optional()
+}
+
+// ---- create -------------------------------------------------------------------------------
+
+/// Removes what a create left behind if the process died before committing it.
+pub(crate) fn discard_unfinished_ingests(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let orphans: Vec<(i64, i64)> = tx
+        .prepare("SELECT pk, first_request FROM batches WHERE state = 0")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (pk, first) in orphans {
+        tx.execute("DELETE FROM requests WHERE id >= ?1 AND id < ?2", params![first, first + IDS_PER_BATCH])?;
+        tx.execute("DELETE FROM batches WHERE pk = ?1", [pk])?;
+    }
+    tx.commit()
+}
+
+/// Stores a batch as its requests stream in. Requests are written in short transactions (one
+/// a chunk) under an invisible `ingesting` batch row, so a slow upload never blocks other
+/// writers; the final commit makes the batch visible and its requests runnable at once.
+pub(crate) fn ingest(
+    pool: &Pool,
+    batch: NewBatch,
+    mut chunks: mpsc::Receiver<IngestChunk>,
+) -> Result<BatchRecord, StoreError> {
+    let (pk, first) = pool
+        .with_writer(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let first: i64 = tx.query_row(
+                "UPDATE meta SET value = value + ?1 WHERE key = 'next_request_id' RETURNING value - ?1",
+                [IDS_PER_BATCH],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO batches (id, workspace, state, first_request, created_at, expires_at)
+                 VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+                params![batch.id, batch.workspace, first, batch.created_at.as_micros(), batch.expires_at.as_micros()],
+            )?;
+            let pk = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok((pk, first))
+        })
+        .map_err(engine)?;
+
+    let mut next_id = first;
+    let outcome = loop {
+        match chunks.blocking_recv() {
+            Some(IngestChunk::Requests(requests)) => {
+                let written = pool.with_writer(|conn| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    {
+                        let mut insert =
+                            tx.prepare_cached("INSERT INTO requests (id, custom_id, params) VALUES (?1, ?2, ?3)")?;
+                        for (offset, request) in requests.iter().enumerate() {
+                            insert.execute(params![
+                                next_id + offset as i64,
+                                request.custom_id,
+                                request.params.get().as_bytes()
+                            ])?;
+                        }
+                    }
+                    tx.commit()
+                });
+                if let Err(e) = written {
+                    break Err(engine(e));
+                }
+                next_id += requests.len() as i64;
+            }
+            Some(IngestChunk::Commit) => {
+                let count = next_id - first;
+                break pool
+                    .with_writer(|conn| {
+                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                        tx.execute(
+                            "INSERT INTO queue (request_id, batch_pk, lease_until)
+                             SELECT id, ?1, 0 FROM requests WHERE id >= ?2 AND id < ?3",
+                            params![pk, first, next_id],
+                        )?;
+                        tx.execute(
+                            "UPDATE batches SET state = 1, request_count = ?2, processing = ?2 WHERE pk = ?1",
+                            params![pk, count],
+                        )?;
+                        let record = batch_by_pk(&tx, pk)?;
+                        tx.commit()?;
+                        Ok(record)
+                    })
+                    .map_err(engine);
+            }
+            None => break Err(StoreError::IngestAborted),
+        }
+    };
+    if outcome.is_err() {
+        let discarded = pool.with_writer(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM requests WHERE id >= ?1 AND id < ?2", params![first, first + IDS_PER_BATCH])?;
+            tx.execute("DELETE FROM queue WHERE batch_pk = ?1", [pk])?;
+            tx.execute("DELETE FROM batches WHERE pk = ?1", [pk])?;
+            tx.commit()
+        });
+        if let Err(e) = discarded {
+            // Start-up removes it for good.
+            tracing::warn!(error = %e, "could not discard an aborted create");
+        }
+    }
+    outcome
+}
+
+// ---- read ---------------------------------------------------------------------------------
+
+pub(crate) fn get_batch(conn: &Connection, workspace: &str, id: &str) -> rusqlite::Result<Option<BatchRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {BATCH_COLUMNS} FROM batches WHERE workspace = ?1 AND id = ?2 AND state != 0"
+    ))?
+    .query_row(params![workspace, id], batch_from_row)
+    .optional()
+}
+
+pub(crate) fn list_batches(
+    conn: &Connection,
+    workspace: &str,
+    cursor: &ListCursor,
+    limit: u32,
+) -> rusqlite::Result<Vec<BatchRecord>> {
+    let fetch = i64::from(limit) + 1;
+    let base = format!("SELECT {BATCH_COLUMNS} FROM batches WHERE workspace = ?1 AND state != 0");
+    let mut batches = match cursor {
+        ListCursor::Start => conn
+            .prepare_cached(&format!("{base} ORDER BY id DESC LIMIT ?2"))?
+            .query_map(params![workspace, fetch], batch_from_row)?
+            .collect::<Result<Vec<_>, _>>()?,
+        ListCursor::After(id) => conn
+            .prepare_cached(&format!("{base} AND id < ?2 ORDER BY id DESC LIMIT ?3"))?
+            .query_map(params![workspace, id, fetch], batch_from_row)?
+            .collect::<Result<Vec<_>, _>>()?,
+        ListCursor::Before(id) => {
+            // The page just newer than the cursor: the oldest `limit` of the newer ones,
+            // plus one more to tell whether even newer ones exist; then newest first.
+            let mut newer = conn
+                .prepare_cached(&format!("{base} AND id > ?2 ORDER BY id ASC LIMIT ?3"))?
+                .query_map(params![workspace, id, fetch], batch_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let extra = newer.len() > limit as usize;
+            newer.truncate(limit as usize);
+            newer.reverse();
+            if extra {
+                // Keep the contract of `list_batches`: one extra element means "more".
+                if let Some(first) = newer.first().cloned() {
+                    newer.push(first);
+                }
+            }
+            newer
+        }
+    };
+    batches.truncate(fetch as usize);
+    Ok(batches)
+}
+
+/// Streams the result lines of a batch in submission order, a page of rows at a time, each
+/// line followed by `\n`. Memory: a page of rows and a few buffers in the channel.
+pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> ResultStream {
+    const ROWS_PER_PAGE: i64 = 2_048;
+    const BUFFER_BYTES: usize = 256 * 1024;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, StoreError>>(4);
+    tokio::task::spawn_blocking(move || {
+        let sent = pool.with_reader(|conn| {
+            let Some(batch) = find_batch(conn, &workspace, &id)? else { return Ok(()) };
+            let end = batch.first_request + batch.request_count;
+            let mut next = batch.first_request;
+            let mut buffer = BytesMut::with_capacity(BUFFER_BYTES + 64 * 1024);
+            let mut page = conn.prepare_cached(
+                "SELECT request_id, line FROM results WHERE request_id >= ?1 AND request_id < ?2
+                 ORDER BY request_id LIMIT ?3",
+            )?;
+            while next < end {
+                let mut rows = page.query(params![next, end, ROWS_PER_PAGE])?;
+                let mut last = None;
+                while let Some(row) = rows.next()? {
+                    last = Some(row.get::<_, i64>(0)?);
+                    buffer.put_slice(row.get_ref(1)?.as_blob()?);
+                    buffer.put_u8(b'\n');
+                    if buffer.len() >= BUFFER_BYTES && tx.blocking_send(Ok(buffer.split().freeze())).is_err() {
+                        return Ok(()); // the client went away
+                    }
+                }
+                match last {
+                    Some(last) => next = last + 1,
+                    None => break,
+                }
+            }
+            if !buffer.is_empty() {
+                let _ = tx.blocking_send(Ok(buffer.freeze()));
+            }
+            Ok(())
+        });
+        if let Err(e) = sent {
+            let _ = tx.blocking_send(Err(engine(e)));
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+// ---- transitions --------------------------------------------------------------------------
+
+/// Marks a batch ended if nothing in it is processing any more.
+fn end_if_done(conn: &Connection, pk: i64, now: Timestamp) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE batches SET state = 3, ended_at = ?2 WHERE pk = ?1 AND processing = 0 AND state IN (1, 2)",
+    )?
+    .execute(params![pk, now.as_micros()])?;
+    Ok(())
+}
+
+/// Turns every request of the batch that is not leased (or whose lease ran out) into a
+/// `canceled` or `expired` line, moving the counts, in the caller's transaction.
+fn end_unleased(conn: &Connection, pk: i64, kind: TerminalKind, now: Timestamp) -> rusqlite::Result<u64> {
+    let (prefix, suffix) = terminal_line_parts(kind);
+    let ended = conn
+        .prepare_cached(
+            "INSERT INTO results (request_id, line)
+             SELECT q.request_id, CAST(?3 || r.custom_id || ?4 AS BLOB)
+             FROM queue q JOIN requests r ON r.id = q.request_id
+             WHERE q.batch_pk = ?1 AND q.lease_until <= ?2",
+        )?
+        .execute(params![pk, now.as_micros(), prefix, suffix])?;
+    conn.prepare_cached("DELETE FROM queue WHERE batch_pk = ?1 AND lease_until <= ?2")?
+        .execute(params![pk, now.as_micros()])?;
+    let column = match kind {
+        TerminalKind::Canceled => "canceled",
+        TerminalKind::Expired => "expired",
+    };
+    conn.prepare_cached(&format!(
+        "UPDATE batches SET processing = processing - ?2, {column} = {column} + ?2 WHERE pk = ?1"
+    ))?
+    .execute(params![pk, ended as i64])?;
+    end_if_done(conn, pk, now)?;
+    Ok(ended as u64)
+}
+
+pub(crate) fn cancel_batch(
+    conn: &mut Connection,
+    workspace: &str,
+    id: &str,
+    now: Timestamp,
+) -> rusqlite::Result<Option<BatchRecord>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(batch) = find_batch(&tx, workspace, id)? else { return Ok(None) };
+    if batch.state == IN_PROGRESS {
+        tx.execute(
+            "UPDATE batches SET state = 2, cancel_initiated_at = ?2 WHERE pk = ?1",
+            params![batch.pk, now.as_micros()],
+        )?;
+        end_unleased(&tx, batch.pk, TerminalKind::Canceled, now)?;
+    }
+    let record = batch_by_pk(&tx, batch.pk)?;
+    tx.commit()?;
+    Ok(Some(record))
+}
+
+pub(crate) fn delete_batch(conn: &mut Connection, workspace: &str, id: &str) -> rusqlite::Result<DeleteOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(batch) = find_batch(&tx, workspace, id)? else { return Ok(DeleteOutcome::NotFound) };
+    if batch.state != ENDED {
+        return Ok(DeleteOutcome::NotEnded);
+    }
+    purge_requests(&tx, &batch)?;
+    tx.execute("DELETE FROM queue WHERE batch_pk = ?1", [batch.pk])?;
+    tx.execute("DELETE FROM batches WHERE pk = ?1", [batch.pk])?;
+    tx.commit()?;
+    Ok(DeleteOutcome::Deleted)
+}
+
+fn purge_requests(conn: &Connection, batch: &BatchKey) -> rusqlite::Result<()> {
+    let end = batch.first_request + batch.request_count;
+    conn.prepare_cached("DELETE FROM results WHERE request_id >= ?1 AND request_id < ?2")?
+        .execute(params![batch.first_request, end])?;
+    conn.prepare_cached("DELETE FROM requests WHERE id >= ?1 AND id < ?2")?
+        .execute(params![batch.first_request, end])?;
+    Ok(())
+}
+
+// ---- the queue ----------------------------------------------------------------------------
+
+pub(crate) fn claim(
+    conn: &mut Connection,
+    state: &mut ClaimState,
+    max: usize,
+    now: Timestamp,
+    lease_until: Timestamp,
+) -> rusqlite::Result<Vec<ClaimedRequest>> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Only in_progress batches run; canceling ones only finish what is in flight.
+    // (`state IN (1, 2)` lets SQLite use the partial index of open batches.)
+    let mut running: Vec<i64> = tx
+        .prepare_cached("SELECT pk FROM batches WHERE state IN (1, 2) AND state = 1 AND expires_at > ?1")?
+        .query_map([now.as_micros()], |r| r.get::<_, i64>(0))?
+        .collect::<Result<_, _>>()?;
+    running.sort_unstable();
+    // Round robin: start with the first batch after the one served first last time.
+    let start = running.iter().position(|&pk| pk > state.last_batch).unwrap_or(0);
+    running.rotate_left(start);
+    if let Some(&first) = running.first() {
+        state.last_batch = first;
+    }
+
+    let lease = lease_until.as_micros().max(state.last_lease + 1);
+    state.last_lease = lease;
+    let mut claimed = Vec::with_capacity(max);
+    {
+        let mut pick = tx.prepare_cached(
+            "SELECT q.request_id, r.custom_id, r.params FROM queue q JOIN requests r ON r.id = q.request_id
+             WHERE q.batch_pk = ?1 AND q.lease_until <= ?2 LIMIT ?3",
+        )?;
+        let mut take = tx.prepare_cached("UPDATE queue SET lease_until = ?2 WHERE request_id = ?1")?;
+        let mut remaining_batches = running.len();
+        for pk in running {
+            let room = max - claimed.len();
+            if room == 0 {
+                break;
+            }
+            // An equal share of what is left, so every running batch advances.
+            let share = room.div_ceil(remaining_batches);
+            remaining_batches -= 1;
+            let mut rows = pick.query(params![pk, now.as_micros(), share as i64])?;
+            while let Some(row) = rows.next()? {
+                let request_id: i64 = row.get(0)?;
+                take.execute(params![request_id, lease])?;
+                let params_text = String::from_utf8_lossy(row.get_ref(2)?.as_blob()?).into_owned();
+                let Ok(params) = RawValue::from_string(params_text) else {
+                    // Stored bytes were valid JSON at ingest, so this is never expected; the
+                    // row stays leased rather than being claimed again at once.
+                    tracing::error!(request_id, "stored params are not valid JSON");
+                    continue;
+                };
+                claimed.push(ClaimedRequest {
+                    request: RequestKey { batch: pk, request: request_id, lease },
+                    custom_id: row.get(1)?,
+                    params,
+                });
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(claimed)
+}
+
+pub(crate) fn settle(conn: &mut Connection, settlements: &[Settlement], now: Timestamp) -> rusqlite::Result<()> {
+    #[derive(Default)]
+    struct Delta {
+        succeeded: i64,
+        errored: i64,
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut deltas: BTreeMap<i64, Delta> = BTreeMap::new();
+    {
+        let mut release = tx.prepare_cached("DELETE FROM queue WHERE request_id = ?1 AND lease_until = ?2")?;
+        let mut record = tx.prepare_cached("INSERT INTO results (request_id, line) VALUES (?1, ?2)")?;
+        for s in settlements {
+            // Only the current lease may settle: a stale outcome changes nothing.
+            if release.execute(params![s.request.request, s.request.lease])? == 0 {
+                continue;
+            }
+            record.execute(params![s.request.request, s.line])?;
+            let delta = deltas.entry(s.request.batch).or_default();
+            match s.kind {
+                OutcomeKind::Succeeded => delta.succeeded += 1,
+                OutcomeKind::Errored => delta.errored += 1,
+            }
+        }
+    }
+    {
+        let mut count = tx.prepare_cached(
+            "UPDATE batches SET processing = processing - ?2 - ?3, succeeded = succeeded + ?2,
+             errored = errored + ?3 WHERE pk = ?1",
+        )?;
+        for (pk, delta) in &deltas {
+            count.execute(params![pk, delta.succeeded, delta.errored])?;
+            end_if_done(&tx, *pk, now)?;
+        }
+    }
+    tx.commit()
+}
+
+pub(crate) fn sweep_unrunnable(conn: &mut Connection, now: Timestamp) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let due: Vec<(i64, i64)> = tx
+        .prepare_cached("SELECT pk, state FROM batches WHERE state IN (1, 2) AND (state = 2 OR expires_at <= ?1)")?
+        .query_map([now.as_micros()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut ended = 0;
+    for (pk, state) in due {
+        let kind = if state == CANCELING { TerminalKind::Canceled } else { TerminalKind::Expired };
+        ended += end_unleased(&tx, pk, kind, now)?;
+    }
+    tx.commit()?;
+    Ok(ended)
+}
+
+pub(crate) fn archive(conn: &mut Connection, created_before: Timestamp, now: Timestamp) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let due: Vec<BatchKey> = tx
+        .prepare_cached(
+            "SELECT pk, state, first_request, request_count FROM batches
+             WHERE state = 3 AND archived_at IS NULL AND created_at <= ?1",
+        )?
+        .query_map([created_before.as_micros()], |r| {
+            Ok(BatchKey { pk: r.get(0)?, state: r.get(1)?, first_request: r.get(2)?, request_count: r.get(3)? })
+        })?
+        .collect::<Result<_, _>>()?;
+    for batch in &due {
+        purge_requests(&tx, batch)?;
+        tx.execute("UPDATE batches SET archived_at = ?2 WHERE pk = ?1", params![batch.pk, now.as_micros()])?;
+    }
+    tx.commit()?;
+    Ok(due.len() as u64)
+}
+
+pub(crate) fn release_all_leases(conn: &mut Connection) -> rusqlite::Result<u64> {
+    Ok(conn.execute("UPDATE queue SET lease_until = 0 WHERE lease_until > 0", [])? as u64)
+}

@@ -1,0 +1,54 @@
+-- Satchel's SQLite schema, version 1. Timestamps are integer microseconds since the epoch.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+
+-- state: 0 ingesting (invisible), 1 in_progress, 2 canceling, 3 ended.
+CREATE TABLE IF NOT EXISTS batches (
+    pk                  INTEGER PRIMARY KEY,
+    id                  TEXT NOT NULL UNIQUE,
+    workspace           TEXT NOT NULL,
+    state               INTEGER NOT NULL,
+    first_request       INTEGER NOT NULL,
+    request_count       INTEGER NOT NULL DEFAULT 0,
+    processing          INTEGER NOT NULL DEFAULT 0,
+    succeeded           INTEGER NOT NULL DEFAULT 0,
+    errored             INTEGER NOT NULL DEFAULT 0,
+    canceled            INTEGER NOT NULL DEFAULT 0,
+    expired             INTEGER NOT NULL DEFAULT 0,
+    created_at          INTEGER NOT NULL,
+    expires_at          INTEGER NOT NULL,
+    ended_at            INTEGER,
+    cancel_initiated_at INTEGER,
+    archived_at         INTEGER
+);
+-- Listing newest first within a workspace is a range scan of this index.
+CREATE INDEX IF NOT EXISTS batches_by_workspace ON batches (workspace, id);
+-- Batches still running, for claims and the expiry sweep.
+CREATE INDEX IF NOT EXISTS batches_open ON batches (expires_at) WHERE state IN (1, 2);
+-- Ended batches not yet archived, for the retention sweep.
+CREATE INDEX IF NOT EXISTS batches_unarchived ON batches (created_at) WHERE state = 3 AND archived_at IS NULL;
+
+-- One row a request; id = the batch's first_request + its position in the batch.
+CREATE TABLE IF NOT EXISTS requests (
+    id        INTEGER PRIMARY KEY,
+    custom_id TEXT NOT NULL,
+    params    BLOB NOT NULL
+);
+
+-- The requests still to run: narrow, so claims never touch the params blobs.
+-- lease_until = 0: never leased; otherwise the lease's end, also its fencing token.
+CREATE TABLE IF NOT EXISTS queue (
+    request_id  INTEGER PRIMARY KEY,
+    batch_pk    INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_runnable ON queue (batch_pk, lease_until);
+
+-- The final JSONL line (without newline) of each settled request.
+CREATE TABLE IF NOT EXISTS results (
+    request_id INTEGER PRIMARY KEY,
+    line       BLOB NOT NULL
+);

@@ -1,0 +1,39 @@
+//! The wire types of Anthropic's Message Batches API, exactly as the official SDKs see them.
+//!
+//! This crate is the contract shared by the server and any Rust client: it knows serde and
+//! nothing else (no HTTP, no SQL, no runtime). Every type here serialises to the shapes in
+//! `shared/spec/message-batches-api.md`; nothing more, nothing less.
+
+mod batch;
+mod error;
+pub mod ids;
+mod message;
+mod result;
+mod time;
+
+pub use batch::{
+    DeletedMessageBatch, ListPage, MessageBatch, MessageBatchType, ProcessingStatus, RequestCounts,
+};
+pub use error::{ErrorObject, ErrorResponse, ErrorType};
+pub use message::{ContentBlock, Message, Usage};
+pub use result::{BatchResult, BatchResultLine};
+pub use time::Timestamp;
+
+/// Most requests one batch may hold.
+pub const MAX_REQUESTS_PER_BATCH: usize = 100_000;
+/// Largest create body accepted, in bytes (256 MiB).
+pub const MAX_CREATE_BODY_BYTES: u64 = 256 * 1024 * 1024;
+/// Longest `custom_id`.
+pub const MAX_CUSTOM_ID_LEN: usize = 64;
+/// Default and bounds of a list page's `limit`.
+pub const LIST_LIMIT_DEFAULT: u32 = 20;
+pub const LIST_LIMIT_MAX: u32 = 1000;
+
+/// Whether `id` is a valid `custom_id`: `^[a-zA-Z0-9_-]{1,64}$`.
+pub fn is_valid_custom_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CUSTOM_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

@@ -1,0 +1,113 @@
+//! `satchel serve`: flags (each also a `SATCHEL_*` variable) into a `ServerConfig`, then run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use satchel_server::auth::DEFAULT_WORKSPACE;
+use satchel_server::{ConfigFile, ServerConfig};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Beyond loopback, API keys are required.
+    #[arg(long, env = "SATCHEL_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// SQLite database file (created if missing). One server process per file.
+    #[arg(long, env = "SATCHEL_DB", default_value = "./satchel.db")]
+    db: PathBuf,
+
+    /// TOML config file; `[[api_keys]]` entries map a `key` to a `workspace`.
+    #[arg(long, env = "SATCHEL_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Comma-separated API keys of the default workspace, added to those of --config.
+    #[arg(long = "api-keys", env = "SATCHEL_API_KEYS", hide_env_values = true, value_delimiter = ',')]
+    api_keys: Vec<String>,
+
+    /// Base URL clients reach this server at, used in `results_url`
+    /// (e.g. https://batches.example.com). Default: the scheme and Host of each request.
+    #[arg(long, env = "SATCHEL_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+
+    /// Time the emulator takes per request, e.g. 50ms.
+    #[arg(long, env = "SATCHEL_EMULATOR_LATENCY", default_value = "0s", value_parser = humantime::parse_duration)]
+    emulator_latency: Duration,
+
+    /// Share of emulated requests (0.0-1.0) that fail with api_error or overloaded_error.
+    #[arg(long, env = "SATCHEL_EMULATOR_ERROR_RATE", default_value_t = 0.0, value_parser = parse_fraction)]
+    emulator_error_rate: f64,
+
+    /// Processing window of a batch: requests not started by then end `expired` (API: 24h).
+    #[arg(long, env = "SATCHEL_EXPIRY", default_value = "24h", value_parser = parse_positive_duration)]
+    expiry: Duration,
+
+    /// How long results are kept after a batch is created; then purged, `archived_at` set
+    /// (API: 29 days).
+    #[arg(long, env = "SATCHEL_RETENTION", default_value = "29days", value_parser = parse_positive_duration)]
+    retention: Duration,
+
+    /// Most requests running at once.
+    #[arg(long, env = "SATCHEL_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `satchel_core=debug`.
+    #[arg(long, env = "SATCHEL_LOG", default_value = "info")]
+    log: String,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("expected a fraction between 0 and 1, got {text:?}")),
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let mut config = ServerConfig::new(self.listen, self.db);
+        if let Some(path) = &self.config {
+            ConfigFile::load(path)?.add_keys_to(&mut config.keys);
+        }
+        for key in self.api_keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
+            config.keys.add(key, DEFAULT_WORKSPACE);
+        }
+        config.public_base_url = self.public_base_url;
+        config.emulator.latency = self.emulator_latency;
+        config.emulator.error_rate = self.emulator_error_rate;
+        config.lifecycle.expiry = self.expiry;
+        config.lifecycle.retention = self.retention;
+        config.dispatch.max_in_flight = self.max_in_flight as usize;
+        Ok(config)
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = satchel_server::start(config).await?;
+        tokio::select! {
+            result = server.wait() => result.context("the HTTP server stopped"),
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted; stopping (accepted batches are safe in the store)");
+                Ok(())
+            }
+        }
+    })
+}
