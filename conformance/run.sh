@@ -12,8 +12,6 @@
 #   SATCHEL_CONFORMANCE_CACHE   where the Python venvs live (default ~/.cache/satchel-conformance)
 #   SATCHEL_CONFORMANCE_PYTHON  the interpreter that makes the venvs (default python3)
 #   SATCHEL_CONFORMANCE_ONLY    run only the SDK runs whose name contains this (e.g. "0.125", "ts")
-#
-# To test the suite itself without the Rust server: conformance/run.sh conformance/selftest/fake_satchel.py
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -74,7 +72,7 @@ BASE_URL="http://127.0.0.1:$PORT"
 
 log "starting $BIN on $BASE_URL"
 "$BIN" serve --listen "127.0.0.1:$PORT" --db "$TMP/conformance.db" --config "$TMP/satchel.toml" \
-    --emulator-latency 1s --expiry 24h >"$TMP/server.log" 2>&1 &
+    --emulator-latency 1s --expiry 24h </dev/null >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 
 for ((i = 0; ; i++)); do

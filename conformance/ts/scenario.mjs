@@ -185,10 +185,17 @@ async function main() {
   const createReq = sent.at(-1);
   console.log(`      SDK sent: authorization=${createReq.headers.get('authorization') ? 'Bearer …' : null}` +
     ` x-api-key=${createReq.headers.get('x-api-key') ? 'set' : null} anthropic-version=${createReq.headers.get('anthropic-version')}`);
-  check('SDK authenticated with Authorization: Bearer',
-    createReq.headers.get('authorization') === `Bearer ${KEY_A}` && !createReq.headers.has('x-api-key'));
-  check('SDK sent anthropic-version 2026-10-21', createReq.headers.get('anthropic-version') === '2026-10-21',
-    createReq.headers.get('anthropic-version'));
+  if (Number(VERSION.split('.')[0]) >= 1) {
+    check('SDK authenticated with Authorization: Bearer',
+      createReq.headers.get('authorization') === `Bearer ${KEY_A}` && !createReq.headers.has('x-api-key'));
+    check('SDK sent anthropic-version 2026-10-21', createReq.headers.get('anthropic-version') === '2026-10-21',
+      createReq.headers.get('anthropic-version'));
+  } else {
+    check('SDK authenticated with x-api-key',
+      createReq.headers.get('x-api-key') === KEY_A && !createReq.headers.has('authorization'));
+    check('SDK sent anthropic-version 2023-06-01', createReq.headers.get('anthropic-version') === '2023-06-01',
+      createReq.headers.get('anthropic-version'));
+  }
 
   // ---- while in progress (~1 s per request on the server) ----------------------------------
   section('in progress');

@@ -64,13 +64,22 @@ impl Dispatcher {
         config: DispatchConfig,
         work_arrived: Arc<Notify>,
     ) -> Self {
-        Self { store, backend, config, work_arrived }
+        Self {
+            store,
+            backend,
+            config,
+            work_arrived,
+        }
     }
 
     /// Starts the claim loop and the recorder; they run until the handles are aborted.
     pub fn spawn(self) -> Vec<JoinHandle<()>> {
         let (outcomes, received) = mpsc::channel(self.config.max_in_flight.max(1) * 2);
-        let recorder = tokio::spawn(record(self.store.clone(), received, self.config.settle_chunk));
+        let recorder = tokio::spawn(record(
+            self.store.clone(),
+            received,
+            self.config.settle_chunk,
+        ));
         let claimer = tokio::spawn(self.claim_loop(outcomes));
         vec![claimer, recorder]
     }
@@ -85,7 +94,11 @@ impl Dispatcher {
             }
             let free = slots.available_permits().min(self.config.claim_chunk);
             let now = Timestamp::now();
-            let claimed = match self.store.claim(free, now, now.plus(self.config.lease)).await {
+            let claimed = match self
+                .store
+                .claim(free, now, now.plus(self.config.lease))
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming requests failed; retrying in 1 s");
@@ -94,11 +107,14 @@ impl Dispatcher {
                 }
             };
             if claimed.is_empty() {
-                let _ = tokio::time::timeout(self.config.idle_poll, self.work_arrived.notified()).await;
+                let _ =
+                    tokio::time::timeout(self.config.idle_poll, self.work_arrived.notified()).await;
                 continue;
             }
             for request in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let backend = self.backend.clone();
                 let outcomes = outcomes.clone();
                 tokio::spawn(async move {
@@ -115,14 +131,20 @@ impl Dispatcher {
 /// Runs one request and builds its final line.
 pub async fn run_one(backend: &dyn Backend, request: ClaimedRequest) -> Settlement {
     let (kind, line) = match backend.run(&request.params).await {
-        BackendOutcome::Message(message) => {
-            (OutcomeKind::Succeeded, result_line::succeeded(&request.custom_id, &message))
-        }
-        BackendOutcome::Error { kind, message } => {
-            (OutcomeKind::Errored, result_line::errored(&request.custom_id, kind, &message))
-        }
+        BackendOutcome::Message(message) => (
+            OutcomeKind::Succeeded,
+            result_line::succeeded(&request.custom_id, &message),
+        ),
+        BackendOutcome::Error { kind, message } => (
+            OutcomeKind::Errored,
+            result_line::errored(&request.custom_id, kind, &message),
+        ),
     };
-    Settlement { request: request.request, kind, line }
+    Settlement {
+        request: request.request,
+        kind,
+        line,
+    }
 }
 
 /// Settles outcomes in groups: whatever has arrived while the previous write ran.

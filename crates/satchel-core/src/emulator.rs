@@ -53,19 +53,31 @@ impl Backend for Emulator {
         let message = match reply(params) {
             Ok(message) => message,
             Err(Invalid(message)) => {
-                return BackendOutcome::Error { kind: ErrorType::InvalidRequestError, message };
+                return BackendOutcome::Error {
+                    kind: ErrorType::InvalidRequestError,
+                    message,
+                };
             }
         };
         if self.config.error_rate > 0.0 && fastrand::f64() < self.config.error_rate {
             return if fastrand::bool() {
-                BackendOutcome::Error { kind: ErrorType::ApiError, message: "Internal server error".into() }
+                BackendOutcome::Error {
+                    kind: ErrorType::ApiError,
+                    message: "Internal server error".into(),
+                }
             } else {
-                BackendOutcome::Error { kind: ErrorType::OverloadedError, message: "Overloaded".into() }
+                BackendOutcome::Error {
+                    kind: ErrorType::OverloadedError,
+                    message: "Overloaded".into(),
+                }
             };
         }
         match serde_json::value::to_raw_value(&message) {
             Ok(raw) => BackendOutcome::Message(raw),
-            Err(e) => BackendOutcome::Error { kind: ErrorType::ApiError, message: e.to_string() },
+            Err(e) => BackendOutcome::Error {
+                kind: ErrorType::ApiError,
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -119,18 +131,24 @@ pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
     if p.stream.is_some_and(|s| s.get() == "true") {
         return invalid("\"stream=True\" is not supported in the Message Batches API");
     }
-    let Some(model) = p.model else { return invalid("model: Field required") };
+    let Some(model) = p.model else {
+        return invalid("model: Field required");
+    };
     let Ok(model) = serde_json::from_str::<String>(model.get()) else {
         return invalid("model: Input should be a valid string");
     };
-    let Some(max_tokens) = p.max_tokens else { return invalid("max_tokens: Field required") };
+    let Some(max_tokens) = p.max_tokens else {
+        return invalid("max_tokens: Field required");
+    };
     let Ok(max_tokens) = serde_json::from_str::<i64>(max_tokens.get()) else {
         return invalid("max_tokens: Input should be a valid integer");
     };
     if max_tokens < 1 {
         return invalid("max_tokens: must be greater than or equal to 1");
     }
-    let Some(messages_raw) = p.messages else { return invalid("messages: Field required") };
+    let Some(messages_raw) = p.messages else {
+        return invalid("messages: Field required");
+    };
     let Ok(turns) = serde_json::from_str::<Vec<Turn<'_>>>(messages_raw.get()) else {
         return invalid("messages: Input should be a valid list");
     };
@@ -141,14 +159,20 @@ pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
     for (i, turn) in turns.iter().enumerate() {
         match turn.role.as_deref() {
             Some("user") | Some("assistant") => {}
-            Some(_) => return invalid(format!("messages.{i}.role: Input should be 'user' or 'assistant'")),
+            Some(_) => {
+                return invalid(format!(
+                    "messages.{i}.role: Input should be 'user' or 'assistant'"
+                ));
+            }
             None => return invalid(format!("messages.{i}.role: Field required")),
         }
         let Some(content) = turn.content else {
             return invalid(format!("messages.{i}.content: Field required"));
         };
         let text = text_of(content).ok_or_else(|| {
-            Invalid(format!("messages.{i}.content: Input should be a valid string or list of content blocks"))
+            Invalid(format!(
+                "messages.{i}.content: Input should be a valid string or list of content blocks"
+            ))
         })?;
         if turn.role.as_deref() == Some("user") {
             last_user_text = text;
@@ -162,7 +186,9 @@ pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
         None => Vec::new(),
     };
 
-    let max_chars = usize::try_from(max_tokens).unwrap_or(usize::MAX).saturating_mul(CHARS_PER_TOKEN);
+    let max_chars = usize::try_from(max_tokens)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(CHARS_PER_TOKEN);
     let (text, stop_reason, stop_sequence) = compose(&last_user_text, max_chars, &stop_sequences);
     let input_bytes = messages_raw.get().len() + p.system.map_or(0, |s| s.get().len());
     Ok(Message {
@@ -196,7 +222,11 @@ fn text_of(content: &RawValue) -> Option<String> {
 }
 
 /// The reply text and why it stopped.
-fn compose(source: &str, max_chars: usize, stop_sequences: &[String]) -> (String, &'static str, Option<String>) {
+fn compose(
+    source: &str,
+    max_chars: usize,
+    stop_sequences: &[String],
+) -> (String, &'static str, Option<String>) {
     let first_stop = stop_sequences
         .iter()
         .filter(|s| !s.is_empty())
@@ -245,7 +275,10 @@ mod tests {
 
     #[test]
     fn trims_to_max_tokens() {
-        let m = reply(&raw(r#"{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"abcdefghijkl"}]}"#)).unwrap();
+        let m = reply(&raw(
+            r#"{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"abcdefghijkl"}]}"#,
+        ))
+        .unwrap();
         assert_eq!(m.content, vec![ContentBlock::text("abcdefgh")]);
         assert_eq!(m.stop_reason.as_deref(), Some("max_tokens"));
         assert_eq!(m.usage.output_tokens, 2);
@@ -262,33 +295,71 @@ mod tests {
     #[test]
     fn validates_like_the_api() {
         let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
-        assert_eq!(error_of(&format!(r#"{{"max_tokens":5,{msgs}}}"#)), "model: Field required");
-        assert_eq!(error_of(&format!(r#"{{"model":"m",{msgs}}}"#)), "max_tokens: Field required");
-        assert_eq!(error_of(r#"{"model":"m","max_tokens":5}"#), "messages: Field required");
-        assert_eq!(error_of(&format!(r#"{{"model":"m","max_tokens":0,{msgs}}}"#)), "max_tokens: must be greater than or equal to 1");
-        assert_eq!(error_of(&format!(r#"{{"model":"m","max_tokens":"x",{msgs}}}"#)), "max_tokens: Input should be a valid integer");
         assert_eq!(
-            error_of(&format!(r#"{{"model":"m","max_tokens":5,"stream":true,{msgs}}}"#)),
+            error_of(&format!(r#"{{"max_tokens":5,{msgs}}}"#)),
+            "model: Field required"
+        );
+        assert_eq!(
+            error_of(&format!(r#"{{"model":"m",{msgs}}}"#)),
+            "max_tokens: Field required"
+        );
+        assert_eq!(
+            error_of(r#"{"model":"m","max_tokens":5}"#),
+            "messages: Field required"
+        );
+        assert_eq!(
+            error_of(&format!(r#"{{"model":"m","max_tokens":0,{msgs}}}"#)),
+            "max_tokens: must be greater than or equal to 1"
+        );
+        assert_eq!(
+            error_of(&format!(r#"{{"model":"m","max_tokens":"x",{msgs}}}"#)),
+            "max_tokens: Input should be a valid integer"
+        );
+        assert_eq!(
+            error_of(&format!(
+                r#"{{"model":"m","max_tokens":5,"stream":true,{msgs}}}"#
+            )),
             "\"stream=True\" is not supported in the Message Batches API"
         );
-        assert_eq!(error_of(r#"{"model":"m","max_tokens":5,"messages":[]}"#), "messages: List should have at least 1 item after validation, not 0");
-        assert_eq!(error_of(r#"{"model":"m","max_tokens":5,"messages":[{"role":"bot","content":"x"}]}"#), "messages.0.role: Input should be 'user' or 'assistant'");
-        assert!(reply(&raw(&format!(r#"{{"model":"m","max_tokens":5,"stream":false,{msgs}}}"#))).is_ok());
+        assert_eq!(
+            error_of(r#"{"model":"m","max_tokens":5,"messages":[]}"#),
+            "messages: List should have at least 1 item after validation, not 0"
+        );
+        assert_eq!(
+            error_of(r#"{"model":"m","max_tokens":5,"messages":[{"role":"bot","content":"x"}]}"#),
+            "messages.0.role: Input should be 'user' or 'assistant'"
+        );
+        assert!(
+            reply(&raw(&format!(
+                r#"{{"model":"m","max_tokens":5,"stream":false,{msgs}}}"#
+            )))
+            .is_ok()
+        );
     }
 
     #[tokio::test]
     async fn injects_errors_at_the_configured_rate() {
-        let always = Emulator::new(EmulatorConfig { latency: Duration::ZERO, error_rate: 1.0 });
-        let params = raw(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#);
+        let always = Emulator::new(EmulatorConfig {
+            latency: Duration::ZERO,
+            error_rate: 1.0,
+        });
+        let params =
+            raw(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#);
         for _ in 0..20 {
             match always.run(&params).await {
                 BackendOutcome::Error { kind, .. } => {
-                    assert!(matches!(kind, ErrorType::ApiError | ErrorType::OverloadedError));
+                    assert!(matches!(
+                        kind,
+                        ErrorType::ApiError | ErrorType::OverloadedError
+                    ));
                 }
                 BackendOutcome::Message(_) => panic!("error rate 1.0 must always fail"),
             }
         }
         let never = Emulator::default();
-        assert!(matches!(never.run(&params).await, BackendOutcome::Message(_)));
+        assert!(matches!(
+            never.run(&params).await,
+            BackendOutcome::Message(_)
+        ));
     }
 }

@@ -28,13 +28,20 @@ pub struct Housekeeper {
 
 impl Housekeeper {
     pub fn new(store: Arc<dyn Store>, retention: Duration, tick: Duration) -> Self {
-        Self { store, retention, tick }
+        Self {
+            store,
+            retention,
+            tick,
+        }
     }
 
     pub async fn step(&self, now: Timestamp) -> Result<StepReport, StoreError> {
         let requests_ended = self.store.sweep_unrunnable(now).await?;
         let batches_archived = self.store.archive(now.minus(self.retention), now).await?;
-        Ok(StepReport { requests_ended, batches_archived })
+        Ok(StepReport {
+            requests_ended,
+            batches_archived,
+        })
     }
 
     pub fn spawn(self) -> JoinHandle<()> {

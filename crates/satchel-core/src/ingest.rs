@@ -60,7 +60,9 @@ pub fn parse_create_body(
     };
     let reader = io::BufReader::with_capacity(256 * 1024, reader);
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let parsed = BodySeed { state: &mut state }.deserialize(&mut de).and_then(|()| de.end());
+    let parsed = BodySeed { state: &mut state }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
     if let Some(problem) = state.problem.take() {
         return Err(problem);
     }
@@ -88,7 +90,8 @@ pub fn parse_create_body(
         _ => {}
     }
     state.flush()?;
-    sink.blocking_send(IngestChunk::Commit).map_err(|_| IngestError::StoreGone)?;
+    sink.blocking_send(IngestChunk::Commit)
+        .map_err(|_| IngestError::StoreGone)?;
     Ok(state.count)
 }
 
@@ -136,10 +139,10 @@ impl State<'_> {
         // Past the limit the rest is still read, only to report the real count.
         if self.count <= self.max_requests {
             self.chunk.push(request);
-            if self.chunk.len() >= CHUNK_REQUESTS {
-                if let Err(e) = self.flush() {
-                    return Err(self.fail(e));
-                }
+            if self.chunk.len() >= CHUNK_REQUESTS
+                && let Err(e) = self.flush()
+            {
+                return Err(self.fail(e));
             }
         }
         Ok(())
@@ -187,7 +190,8 @@ macro_rules! reject_other_kinds {
 
 impl BodySeed<'_, '_> {
     fn reject<E: de::Error>(self) -> E {
-        self.state.invalid("Input should be a valid dictionary".into())
+        self.state
+            .invalid("Input should be a valid dictionary".into())
     }
 }
 
@@ -203,11 +207,15 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
         while let Some(key) = map.next_key::<String>()? {
             if key == "requests" && !self.state.saw_requests {
                 self.state.saw_requests = true;
-                map.next_value_seed(RequestsSeed { state: &mut *self.state })?;
+                map.next_value_seed(RequestsSeed {
+                    state: &mut *self.state,
+                })?;
             } else if key == "requests" {
                 return Err(self.state.invalid("requests: given more than once".into()));
             } else {
-                return Err(self.state.invalid(format!("{key}: Extra inputs are not permitted")));
+                return Err(self
+                    .state
+                    .invalid(format!("{key}: Extra inputs are not permitted")));
             }
         }
         Ok(())
@@ -228,7 +236,8 @@ impl<'de> DeserializeSeed<'de> for RequestsSeed<'_, '_> {
 
 impl RequestsSeed<'_, '_> {
     fn reject<E: de::Error>(self) -> E {
-        self.state.invalid("requests: Input should be a valid list".into())
+        self.state
+            .invalid("requests: Input should be a valid list".into())
     }
 }
 
@@ -242,7 +251,10 @@ impl<'de> Visitor<'de> for RequestsSeed<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut index = 0;
-        while let Some(request) = seq.next_element_seed(ItemSeed { state: &mut *self.state, index })? {
+        while let Some(request) = seq.next_element_seed(ItemSeed {
+            state: &mut *self.state,
+            index,
+        })? {
             self.state.accept(request)?;
             index += 1;
         }
@@ -265,14 +277,19 @@ impl<'de> DeserializeSeed<'de> for ItemSeed<'_, '_> {
 
 impl ItemSeed<'_, '_> {
     fn reject<E: de::Error>(self) -> E {
-        let message = format!("requests.{}: Input should be a valid dictionary", self.index);
+        let message = format!(
+            "requests.{}: Input should be a valid dictionary",
+            self.index
+        );
         self.state.invalid(message)
     }
 
     fn custom_id<E: de::Error>(&mut self, raw: &RawValue) -> Result<String, E> {
         let i = self.index;
         let Ok(id) = serde_json::from_str::<String>(raw.get()) else {
-            return Err(self.state.invalid(format!("requests.{i}.custom_id: Input should be a valid string")));
+            return Err(self.state.invalid(format!(
+                "requests.{i}.custom_id: Input should be a valid string"
+            )));
         };
         if id.chars().count() > satchel_wire::MAX_CUSTOM_ID_LEN {
             return Err(self.state.invalid(format!(
@@ -323,10 +340,14 @@ impl<'de> Visitor<'de> for ItemSeed<'_, '_> {
             }
         }
         let Some(custom_id) = custom_id else {
-            return Err(self.state.invalid(format!("requests.{i}.custom_id: Field required")));
+            return Err(self
+                .state
+                .invalid(format!("requests.{i}.custom_id: Field required")));
         };
         let Some(params) = params else {
-            return Err(self.state.invalid(format!("requests.{i}.params: Field required")));
+            return Err(self
+                .state
+                .invalid(format!("requests.{i}.params: Field required")));
         };
         Ok(NewRequest { custom_id, params })
     }
@@ -376,41 +397,79 @@ mod tests {
     #[test]
     fn envelope_errors_use_the_api_messages() {
         assert_eq!(message(r#"{}"#), "requests: Field required");
-        assert_eq!(message(r#"{"requests":[]}"#), "requests: List should have at least 1 item after validation, not 0");
-        assert_eq!(message(r#"{"requests":{}}"#), "requests: Input should be a valid list");
-        assert_eq!(message(r#"{"requests":[], "extra": 1}"#), "extra: Extra inputs are not permitted");
+        assert_eq!(
+            message(r#"{"requests":[]}"#),
+            "requests: List should have at least 1 item after validation, not 0"
+        );
+        assert_eq!(
+            message(r#"{"requests":{}}"#),
+            "requests: Input should be a valid list"
+        );
+        assert_eq!(
+            message(r#"{"requests":[], "extra": 1}"#),
+            "extra: Extra inputs are not permitted"
+        );
         assert_eq!(message(r#"[]"#), "Input should be a valid dictionary");
         assert!(message(r#"{"requests":[}"#).starts_with("The request body is not valid JSON: "));
-        assert!(message(r#"{"requests":[]} x"#).starts_with("The request body is not valid JSON: "));
+        assert!(
+            message(r#"{"requests":[]} x"#).starts_with("The request body is not valid JSON: ")
+        );
         assert!(message("").starts_with("The request body is not valid JSON: "));
     }
 
     #[test]
     fn item_errors_name_the_index() {
         let ok = r#"{"custom_id":"ok","params":{}}"#;
-        assert_eq!(message(&format!(r#"{{"requests":[{ok},{{"params":{{}}}}]}}"#)), "requests.1.custom_id: Field required");
-        assert_eq!(message(r#"{"requests":[{"custom_id":"x"}]}"#), "requests.0.params: Field required");
-        assert_eq!(message(r#"{"requests":[{"custom_id":"x","params":[]}]}"#), "requests.0.params: Input should be a valid dictionary");
-        assert_eq!(message(r#"{"requests":[{"custom_id":7,"params":{}}]}"#), "requests.0.custom_id: Input should be a valid string");
         assert_eq!(
-            message(&format!(r#"{{"requests":[{ok},{{"custom_id":"a.b","params":{{}}}}]}}"#)),
+            message(&format!(r#"{{"requests":[{ok},{{"params":{{}}}}]}}"#)),
+            "requests.1.custom_id: Field required"
+        );
+        assert_eq!(
+            message(r#"{"requests":[{"custom_id":"x"}]}"#),
+            "requests.0.params: Field required"
+        );
+        assert_eq!(
+            message(r#"{"requests":[{"custom_id":"x","params":[]}]}"#),
+            "requests.0.params: Input should be a valid dictionary"
+        );
+        assert_eq!(
+            message(r#"{"requests":[{"custom_id":7,"params":{}}]}"#),
+            "requests.0.custom_id: Input should be a valid string"
+        );
+        assert_eq!(
+            message(&format!(
+                r#"{{"requests":[{ok},{{"custom_id":"a.b","params":{{}}}}]}}"#
+            )),
             "requests.1.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"
         );
         assert_eq!(
-            message(&format!(r#"{{"requests":[{{"custom_id":"{}","params":{{}}}}]}}"#, "a".repeat(65))),
+            message(&format!(
+                r#"{{"requests":[{{"custom_id":"{}","params":{{}}}}]}}"#,
+                "a".repeat(65)
+            )),
             "requests.0.custom_id: String should have at most 64 characters"
         );
-        assert_eq!(message(r#"{"requests":[{"custom_id":"x","params":{},"p":1}]}"#), "requests.0.p: Extra inputs are not permitted");
-        assert_eq!(message(r#"{"requests":[3]}"#), "requests.0: Input should be a valid dictionary");
         assert_eq!(
-            message(r#"{"requests":[{"custom_id":"dup","params":{}},{"custom_id":"dup","params":{}}]}"#),
+            message(r#"{"requests":[{"custom_id":"x","params":{},"p":1}]}"#),
+            "requests.0.p: Extra inputs are not permitted"
+        );
+        assert_eq!(
+            message(r#"{"requests":[3]}"#),
+            "requests.0: Input should be a valid dictionary"
+        );
+        assert_eq!(
+            message(
+                r#"{"requests":[{"custom_id":"dup","params":{}},{"custom_id":"dup","params":{}}]}"#
+            ),
             "requests: custom_id's must be unique within a batch. Duplicate custom_id found: dup"
         );
     }
 
     #[test]
     fn too_many_requests_reports_the_real_count_and_creates_nothing() {
-        let items: Vec<String> = (0..2_503).map(|i| format!(r#"{{"custom_id":"r{i}","params":{{}}}}"#)).collect();
+        let items: Vec<String> = (0..2_503)
+            .map(|i| format!(r#"{{"custom_id":"r{i}","params":{{}}}}"#))
+            .collect();
         let body = format!(r#"{{"requests":[{}]}}"#, items.join(","));
         let (result, _, committed) = parse(&body, 2_500);
         assert_eq!(
@@ -422,12 +481,18 @@ mod tests {
 
     #[test]
     fn a_bad_item_after_many_chunks_never_commits() {
-        let mut items: Vec<String> = (0..3_000).map(|i| format!(r#"{{"custom_id":"r{i}","params":{{}}}}"#)).collect();
+        let mut items: Vec<String> = (0..3_000)
+            .map(|i| format!(r#"{{"custom_id":"r{i}","params":{{}}}}"#))
+            .collect();
         items.push(r#"{"custom_id":"bad id","params":{}}"#.into());
         let body = format!(r#"{{"requests":[{}]}}"#, items.join(","));
         let (result, requests, committed) = parse(&body, 100_000);
         assert!(result.is_err());
-        assert_eq!(requests.len(), 3_000, "earlier chunks were streamed to the store");
+        assert_eq!(
+            requests.len(),
+            3_000,
+            "earlier chunks were streamed to the store"
+        );
         assert!(!committed, "but the batch was never committed");
     }
 }

@@ -73,7 +73,11 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(store: Arc<dyn Store>, config: LifecycleConfig, work_arrived: Arc<Notify>) -> Self {
-        Self { store, config, work_arrived }
+        Self {
+            store,
+            config,
+            work_arrived,
+        }
     }
 
     pub fn config(&self) -> &LifecycleConfig {
@@ -96,7 +100,9 @@ impl Batches {
         };
         let (sink, chunks) = mpsc::channel(4);
         let max_requests = self.config.max_requests;
-        let parse = tokio::task::spawn_blocking(move || ingest::parse_create_body(body, max_requests, &sink));
+        let parse = tokio::task::spawn_blocking(move || {
+            ingest::parse_create_body(body, max_requests, &sink)
+        });
         let (parsed, stored) = tokio::join!(parse, self.store.create_batch(batch, chunks));
         // A refused body explains the failure better than the store's "aborted".
         let parsed = parsed.map_err(|e| StoreError::Task(e.to_string()))?;
@@ -118,7 +124,12 @@ impl Batches {
             .ok_or_else(|| BatchError::NotFound(id.to_owned()))
     }
 
-    pub async fn list(&self, workspace: &str, cursor: &ListCursor, limit: u32) -> Result<BatchPage, BatchError> {
+    pub async fn list(
+        &self,
+        workspace: &str,
+        cursor: &ListCursor,
+        limit: u32,
+    ) -> Result<BatchPage, BatchError> {
         let mut batches = self.store.list_batches(workspace, cursor, limit).await?;
         let has_more = batches.len() > limit as usize;
         batches.truncate(limit as usize);

@@ -2,8 +2,8 @@
 //!
 //! These are not wire types: the API converts them (see `satchel-server`'s `api::convert`).
 
-use serde_json::value::RawValue;
 use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
+use serde_json::value::RawValue;
 
 /// A batch as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,10 @@ use satchel_wire::{BatchResult, BatchResultLine, ErrorResponse, ErrorType};
 use serde_json::value::RawValue;
 
 fn serialise(custom_id: &str, result: BatchResult) -> Vec<u8> {
-    let line = BatchResultLine { custom_id: custom_id.to_owned(), result };
+    let line = BatchResultLine {
+        custom_id: custom_id.to_owned(),
+        result,
+    };
     // Serialising these types cannot fail: no maps with non-string keys, no foreign Serialize.
     serde_json::to_vec(&line).unwrap_or_default()
 }
@@ -25,7 +28,12 @@ pub fn succeeded(custom_id: &str, message: &RawValue) -> Vec<u8> {
 
 /// `{"custom_id":…,"result":{"type":"errored","error":{…}}}`.
 pub fn errored(custom_id: &str, kind: ErrorType, message: &str) -> Vec<u8> {
-    serialise(custom_id, BatchResult::Errored { error: ErrorResponse::new(kind, message, None) })
+    serialise(
+        custom_id,
+        BatchResult::Errored {
+            error: ErrorResponse::new(kind, message, None),
+        },
+    )
 }
 
 /// `{"custom_id":…,"result":{"type":"canceled"}}`.
@@ -56,8 +64,14 @@ mod tests {
 
     #[test]
     fn terminal_lines() {
-        assert_eq!(canceled("c"), br#"{"custom_id":"c","result":{"type":"canceled"}}"#);
-        assert_eq!(expired("d"), br#"{"custom_id":"d","result":{"type":"expired"}}"#);
+        assert_eq!(
+            canceled("c"),
+            br#"{"custom_id":"c","result":{"type":"canceled"}}"#
+        );
+        assert_eq!(
+            expired("d"),
+            br#"{"custom_id":"d","result":{"type":"expired"}}"#
+        );
     }
 }
 
@@ -84,7 +98,10 @@ mod parts_tests {
 
     #[test]
     fn parts_build_the_same_line_as_serde() {
-        for (kind, line) in [(TerminalKind::Canceled, canceled("x-1")), (TerminalKind::Expired, expired("x-1"))] {
+        for (kind, line) in [
+            (TerminalKind::Canceled, canceled("x-1")),
+            (TerminalKind::Expired, expired("x-1")),
+        ] {
             let (prefix, suffix) = terminal_line_parts(kind);
             assert_eq!(format!("{prefix}x-1{suffix}").into_bytes(), line);
         }

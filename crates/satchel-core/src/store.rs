@@ -46,7 +46,8 @@ pub trait Store: Send + Sync + 'static {
         chunks: mpsc::Receiver<IngestChunk>,
     ) -> Result<BatchRecord, StoreError>;
 
-    async fn get_batch(&self, workspace: &str, id: &str) -> Result<Option<BatchRecord>, StoreError>;
+    async fn get_batch(&self, workspace: &str, id: &str)
+    -> Result<Option<BatchRecord>, StoreError>;
 
     /// Up to `limit` batches of `workspace` in the cursor's direction, newest first.
     /// Returns one extra batch when more exist, so the caller can tell `has_more`.

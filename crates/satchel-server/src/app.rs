@@ -27,7 +27,10 @@ pub enum StartError {
     #[error("recovering the store failed: {0}")]
     Recover(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A started server. Dropping it does not stop it; call [`RunningServer::stop`].
@@ -40,7 +43,10 @@ pub struct RunningServer {
 impl RunningServer {
     /// Waits until the HTTP server stops (it normally runs forever).
     pub async fn wait(self) -> std::io::Result<()> {
-        let result = self.server.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let result = self
+            .server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         for task in self.tasks {
             task.abort();
         }
@@ -66,20 +72,39 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db)?);
     let released = store.release_all_leases().await?;
     if released > 0 {
-        tracing::info!(released, "released the leases of the previous run; those requests run again");
+        tracing::info!(
+            released,
+            "released the leases of the previous run; those requests run again"
+        );
     }
     let work_arrived = Arc::new(Notify::new());
-    let batches = Batches::new(store.clone(), config.lifecycle.clone(), work_arrived.clone());
+    let batches = Batches::new(
+        store.clone(),
+        config.lifecycle.clone(),
+        work_arrived.clone(),
+    );
     let backend = Arc::new(Emulator::new(config.emulator.clone()));
-    let mut tasks = Dispatcher::new(store.clone(), backend, config.dispatch.clone(), work_arrived).spawn();
-    tasks.push(Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn());
+    let mut tasks = Dispatcher::new(
+        store.clone(),
+        backend,
+        config.dispatch.clone(),
+        work_arrived,
+    )
+    .spawn();
+    tasks.push(
+        Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn(),
+    );
 
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     if config.keys.is_open() {
         tracing::warn!(%addr, "no API keys configured: accepting any key (loopback only), workspace \"default\"");
     } else {
@@ -93,5 +118,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let app = api::router(state);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(%addr, db = %config.db.display(), "Satchel is serving the Message Batches API");
-    Ok(RunningServer { addr, tasks, server })
+    Ok(RunningServer {
+        addr,
+        tasks,
+        server,
+    })
 }

@@ -47,7 +47,10 @@ impl Keys {
         if self.is_open() {
             return Ok(DEFAULT_WORKSPACE);
         }
-        self.workspaces.get(key).map(String::as_str).ok_or(KeyProblem::Unknown)
+        self.workspaces
+            .get(key)
+            .map(String::as_str)
+            .ok_or(KeyProblem::Unknown)
     }
 }
 
@@ -80,17 +83,32 @@ mod tests {
     fn both_auth_styles_map_to_the_key_workspace() {
         let mut keys = Keys::default();
         keys.add("sk-a", "team-a");
-        assert_eq!(keys.workspace_of(&headers(&[("x-api-key", "sk-a")])), Ok("team-a"));
-        assert_eq!(keys.workspace_of(&headers(&[("authorization", "Bearer sk-a")])), Ok("team-a"));
-        assert_eq!(keys.workspace_of(&headers(&[("x-api-key", "sk-b")])), Err(KeyProblem::Unknown));
+        assert_eq!(
+            keys.workspace_of(&headers(&[("x-api-key", "sk-a")])),
+            Ok("team-a")
+        );
+        assert_eq!(
+            keys.workspace_of(&headers(&[("authorization", "Bearer sk-a")])),
+            Ok("team-a")
+        );
+        assert_eq!(
+            keys.workspace_of(&headers(&[("x-api-key", "sk-b")])),
+            Err(KeyProblem::Unknown)
+        );
         assert_eq!(keys.workspace_of(&headers(&[])), Err(KeyProblem::Missing));
-        assert_eq!(keys.workspace_of(&headers(&[("authorization", "Basic sk-a")])), Err(KeyProblem::Missing));
+        assert_eq!(
+            keys.workspace_of(&headers(&[("authorization", "Basic sk-a")])),
+            Err(KeyProblem::Missing)
+        );
     }
 
     #[test]
     fn open_mode_takes_any_key_but_still_needs_one() {
         let keys = Keys::default();
-        assert_eq!(keys.workspace_of(&headers(&[("x-api-key", "anything")])), Ok(DEFAULT_WORKSPACE));
+        assert_eq!(
+            keys.workspace_of(&headers(&[("x-api-key", "anything")])),
+            Ok(DEFAULT_WORKSPACE)
+        );
         assert_eq!(keys.workspace_of(&headers(&[])), Err(KeyProblem::Missing));
     }
 }

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use satchel_core::LifecycleConfig;
 use satchel_core::dispatch::DispatchConfig;
 use satchel_core::emulator::EmulatorConfig;
-use satchel_core::LifecycleConfig;
 use serde::Deserialize;
 
 use crate::auth::Keys;
@@ -72,21 +72,33 @@ fn default_workspace() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid config file {path}: an API key is empty")]
     EmptyKey { path: PathBuf },
 }
 
 impl ConfigFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let file: Self = toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
         if file.api_keys.iter().any(|k| k.key.trim().is_empty()) {
-            return Err(ConfigError::EmptyKey { path: path.to_owned() });
+            return Err(ConfigError::EmptyKey {
+                path: path.to_owned(),
+            });
         }
         Ok(file)
     }
@@ -111,6 +123,8 @@ mod tests {
         .unwrap();
         assert_eq!(file.api_keys.len(), 2);
         assert_eq!(file.api_keys[1].workspace, "default");
-        assert!(toml::from_str::<ConfigFile>("[[api_keys]]\nkey = \"a\"\nwrkspace = \"w\"\n").is_err());
+        assert!(
+            toml::from_str::<ConfigFile>("[[api_keys]]\nkey = \"a\"\nwrkspace = \"w\"\n").is_err()
+        );
     }
 }

@@ -31,11 +31,17 @@ use pool::Pool;
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot open {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is in use by another Satchel process (lock file {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
     #[error("cannot open the SQLite database {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
 }
 
 /// The SQLite store.
@@ -54,12 +60,24 @@ impl SqliteStore {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| OpenError::Io { path: lock_path.clone(), source })?;
+            .map_err(|source| OpenError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
         if lock.try_lock().is_err() {
-            return Err(OpenError::Locked { path: path.to_owned(), lock: lock_path });
+            return Err(OpenError::Locked {
+                path: path.to_owned(),
+                lock: lock_path,
+            });
         }
-        let pool = Pool::open(path).map_err(|source| OpenError::Sqlite { path: path.to_owned(), source })?;
-        Ok(Self { pool: Arc::new(pool), _lock: lock })
+        let pool = Pool::open(path).map_err(|source| OpenError::Sqlite {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            pool: Arc::new(pool),
+            _lock: lock,
+        })
     }
 
     /// Runs `f` with the writer connection on a blocking thread.
@@ -110,7 +128,11 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    async fn get_batch(&self, workspace: &str, id: &str) -> Result<Option<BatchRecord>, StoreError> {
+    async fn get_batch(
+        &self,
+        workspace: &str,
+        id: &str,
+    ) -> Result<Option<BatchRecord>, StoreError> {
         let (workspace, id) = (workspace.to_owned(), id.to_owned());
         self.read(move |c| ops::get_batch(c, &workspace, &id)).await
     }
@@ -122,7 +144,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<BatchRecord>, StoreError> {
         let (workspace, cursor) = (workspace.to_owned(), cursor.clone());
-        self.read(move |c| ops::list_batches(c, &workspace, &cursor, limit)).await
+        self.read(move |c| ops::list_batches(c, &workspace, &cursor, limit))
+            .await
     }
 
     async fn cancel_batch(
@@ -132,12 +155,14 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Option<BatchRecord>, StoreError> {
         let (workspace, id) = (workspace.to_owned(), id.to_owned());
-        self.write(move |c| ops::cancel_batch(c, &workspace, &id, now)).await
+        self.write(move |c| ops::cancel_batch(c, &workspace, &id, now))
+            .await
     }
 
     async fn delete_batch(&self, workspace: &str, id: &str) -> Result<DeleteOutcome, StoreError> {
         let (workspace, id) = (workspace.to_owned(), id.to_owned());
-        self.write(move |c| ops::delete_batch(c, &workspace, &id)).await
+        self.write(move |c| ops::delete_batch(c, &workspace, &id))
+            .await
     }
 
     fn results(&self, workspace: &str, id: &str) -> ResultStream {
@@ -166,7 +191,8 @@ impl Store for SqliteStore {
     }
 
     async fn archive(&self, created_before: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        self.write(move |c| ops::archive(c, created_before, now)).await
+        self.write(move |c| ops::archive(c, created_before, now))
+            .await
     }
 
     async fn release_all_leases(&self) -> Result<u64, StoreError> {

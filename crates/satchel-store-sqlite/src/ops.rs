@@ -58,8 +58,10 @@ fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
 }
 
 fn batch_by_pk(conn: &Connection, pk: i64) -> rusqlite::Result<BatchRecord> {
-    conn.prepare_cached(&format!("SELECT {BATCH_COLUMNS} FROM batches WHERE pk = ?1"))?
-        .query_row([pk], batch_from_row)
+    conn.prepare_cached(&format!(
+        "SELECT {BATCH_COLUMNS} FROM batches WHERE pk = ?1"
+    ))?
+    .query_row([pk], batch_from_row)
 }
 
 /// A batch's key facts, looked up by its public id within a workspace (never an ingesting one).
@@ -76,7 +78,12 @@ fn find_batch(conn: &Connection, workspace: &str, id: &str) -> rusqlite::Result<
          WHERE workspace = ?1 AND id = ?2 AND state != 0",
     )?
     .query_row(params![workspace, id], |r| {
-        Ok(BatchKey { pk: r.get(0)?, state: r.get(1)?, first_request: r.get(2)?, request_count: r.get(3)? })
+        Ok(BatchKey {
+            pk: r.get(0)?,
+            state: r.get(1)?,
+            first_request: r.get(2)?,
+            request_count: r.get(3)?,
+        })
     })
     .optional()
 }
@@ -91,7 +98,10 @@ pub(crate) fn discard_unfinished_ingests(conn: &mut Connection) -> rusqlite::Res
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (pk, first) in orphans {
-        tx.execute("DELETE FROM requests WHERE id >= ?1 AND id < ?2", params![first, first + IDS_PER_BATCH])?;
+        tx.execute(
+            "DELETE FROM requests WHERE id >= ?1 AND id < ?2",
+            params![first, first + IDS_PER_BATCH],
+        )?;
         tx.execute("DELETE FROM batches WHERE pk = ?1", [pk])?;
     }
     tx.commit()
@@ -131,8 +141,9 @@ pub(crate) fn ingest(
                 let written = pool.with_writer(|conn| {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     {
-                        let mut insert =
-                            tx.prepare_cached("INSERT INTO requests (id, custom_id, params) VALUES (?1, ?2, ?3)")?;
+                        let mut insert = tx.prepare_cached(
+                            "INSERT INTO requests (id, custom_id, params) VALUES (?1, ?2, ?3)",
+                        )?;
                         for (offset, request) in requests.iter().enumerate() {
                             insert.execute(params![
                                 next_id + offset as i64,
@@ -174,7 +185,10 @@ pub(crate) fn ingest(
     if outcome.is_err() {
         let discarded = pool.with_writer(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM requests WHERE id >= ?1 AND id < ?2", params![first, first + IDS_PER_BATCH])?;
+            tx.execute(
+                "DELETE FROM requests WHERE id >= ?1 AND id < ?2",
+                params![first, first + IDS_PER_BATCH],
+            )?;
             tx.execute("DELETE FROM queue WHERE batch_pk = ?1", [pk])?;
             tx.execute("DELETE FROM batches WHERE pk = ?1", [pk])?;
             tx.commit()
@@ -189,7 +203,11 @@ pub(crate) fn ingest(
 
 // ---- read ---------------------------------------------------------------------------------
 
-pub(crate) fn get_batch(conn: &Connection, workspace: &str, id: &str) -> rusqlite::Result<Option<BatchRecord>> {
+pub(crate) fn get_batch(
+    conn: &Connection,
+    workspace: &str,
+    id: &str,
+) -> rusqlite::Result<Option<BatchRecord>> {
     conn.prepare_cached(&format!(
         "SELECT {BATCH_COLUMNS} FROM batches WHERE workspace = ?1 AND id = ?2 AND state != 0"
     ))?
@@ -245,7 +263,9 @@ pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> 
     let (tx, rx) = mpsc::channel::<Result<Bytes, StoreError>>(4);
     tokio::task::spawn_blocking(move || {
         let sent = pool.with_reader(|conn| {
-            let Some(batch) = find_batch(conn, &workspace, &id)? else { return Ok(()) };
+            let Some(batch) = find_batch(conn, &workspace, &id)? else {
+                return Ok(());
+            };
             let end = batch.first_request + batch.request_count;
             let mut next = batch.first_request;
             let mut buffer = BytesMut::with_capacity(BUFFER_BYTES + 64 * 1024);
@@ -260,7 +280,9 @@ pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> 
                     last = Some(row.get::<_, i64>(0)?);
                     buffer.put_slice(row.get_ref(1)?.as_blob()?);
                     buffer.put_u8(b'\n');
-                    if buffer.len() >= BUFFER_BYTES && tx.blocking_send(Ok(buffer.split().freeze())).is_err() {
+                    if buffer.len() >= BUFFER_BYTES
+                        && tx.blocking_send(Ok(buffer.split().freeze())).is_err()
+                    {
                         return Ok(()); // the client went away
                     }
                 }
@@ -278,7 +300,9 @@ pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> 
             let _ = tx.blocking_send(Err(engine(e)));
         }
     });
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 // ---- transitions --------------------------------------------------------------------------
@@ -294,7 +318,12 @@ fn end_if_done(conn: &Connection, pk: i64, now: Timestamp) -> rusqlite::Result<(
 
 /// Turns every request of the batch that is not leased (or whose lease ran out) into a
 /// `canceled` or `expired` line, moving the counts, in the caller's transaction.
-fn end_unleased(conn: &Connection, pk: i64, kind: TerminalKind, now: Timestamp) -> rusqlite::Result<u64> {
+fn end_unleased(
+    conn: &Connection,
+    pk: i64,
+    kind: TerminalKind,
+    now: Timestamp,
+) -> rusqlite::Result<u64> {
     let (prefix, suffix) = terminal_line_parts(kind);
     let ended = conn
         .prepare_cached(
@@ -325,7 +354,9 @@ pub(crate) fn cancel_batch(
     now: Timestamp,
 ) -> rusqlite::Result<Option<BatchRecord>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some(batch) = find_batch(&tx, workspace, id)? else { return Ok(None) };
+    let Some(batch) = find_batch(&tx, workspace, id)? else {
+        return Ok(None);
+    };
     if batch.state == IN_PROGRESS {
         tx.execute(
             "UPDATE batches SET state = 2, cancel_initiated_at = ?2 WHERE pk = ?1",
@@ -338,9 +369,15 @@ pub(crate) fn cancel_batch(
     Ok(Some(record))
 }
 
-pub(crate) fn delete_batch(conn: &mut Connection, workspace: &str, id: &str) -> rusqlite::Result<DeleteOutcome> {
+pub(crate) fn delete_batch(
+    conn: &mut Connection,
+    workspace: &str,
+    id: &str,
+) -> rusqlite::Result<DeleteOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some(batch) = find_batch(&tx, workspace, id)? else { return Ok(DeleteOutcome::NotFound) };
+    let Some(batch) = find_batch(&tx, workspace, id)? else {
+        return Ok(DeleteOutcome::NotFound);
+    };
     if batch.state != ENDED {
         return Ok(DeleteOutcome::NotEnded);
     }
@@ -376,12 +413,17 @@ pub(crate) fn claim(
     // Only in_progress batches run; canceling ones only finish what is in flight.
     // (`state IN (1, 2)` lets SQLite use the partial index of open batches.)
     let mut running: Vec<i64> = tx
-        .prepare_cached("SELECT pk FROM batches WHERE state IN (1, 2) AND state = 1 AND expires_at > ?1")?
+        .prepare_cached(
+            "SELECT pk FROM batches WHERE state IN (1, 2) AND state = 1 AND expires_at > ?1",
+        )?
         .query_map([now.as_micros()], |r| r.get::<_, i64>(0))?
         .collect::<Result<_, _>>()?;
     running.sort_unstable();
     // Round robin: start with the first batch after the one served first last time.
-    let start = running.iter().position(|&pk| pk > state.last_batch).unwrap_or(0);
+    let start = running
+        .iter()
+        .position(|&pk| pk > state.last_batch)
+        .unwrap_or(0);
     running.rotate_left(start);
     if let Some(&first) = running.first() {
         state.last_batch = first;
@@ -395,7 +437,8 @@ pub(crate) fn claim(
             "SELECT q.request_id, r.custom_id, r.params FROM queue q JOIN requests r ON r.id = q.request_id
              WHERE q.batch_pk = ?1 AND q.lease_until <= ?2 LIMIT ?3",
         )?;
-        let mut take = tx.prepare_cached("UPDATE queue SET lease_until = ?2 WHERE request_id = ?1")?;
+        let mut take =
+            tx.prepare_cached("UPDATE queue SET lease_until = ?2 WHERE request_id = ?1")?;
         let mut remaining_batches = running.len();
         for pk in running {
             let room = max - claimed.len();
@@ -417,7 +460,11 @@ pub(crate) fn claim(
                     continue;
                 };
                 claimed.push(ClaimedRequest {
-                    request: RequestKey { batch: pk, request: request_id, lease },
+                    request: RequestKey {
+                        batch: pk,
+                        request: request_id,
+                        lease,
+                    },
                     custom_id: row.get(1)?,
                     params,
                 });
@@ -428,7 +475,11 @@ pub(crate) fn claim(
     Ok(claimed)
 }
 
-pub(crate) fn settle(conn: &mut Connection, settlements: &[Settlement], now: Timestamp) -> rusqlite::Result<()> {
+pub(crate) fn settle(
+    conn: &mut Connection,
+    settlements: &[Settlement],
+    now: Timestamp,
+) -> rusqlite::Result<()> {
     #[derive(Default)]
     struct Delta {
         succeeded: i64,
@@ -437,8 +488,10 @@ pub(crate) fn settle(conn: &mut Connection, settlements: &[Settlement], now: Tim
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deltas: BTreeMap<i64, Delta> = BTreeMap::new();
     {
-        let mut release = tx.prepare_cached("DELETE FROM queue WHERE request_id = ?1 AND lease_until = ?2")?;
-        let mut record = tx.prepare_cached("INSERT INTO results (request_id, line) VALUES (?1, ?2)")?;
+        let mut release =
+            tx.prepare_cached("DELETE FROM queue WHERE request_id = ?1 AND lease_until = ?2")?;
+        let mut record =
+            tx.prepare_cached("INSERT INTO results (request_id, line) VALUES (?1, ?2)")?;
         for s in settlements {
             // Only the current lease may settle: a stale outcome changes nothing.
             if release.execute(params![s.request.request, s.request.lease])? == 0 {
@@ -473,14 +526,22 @@ pub(crate) fn sweep_unrunnable(conn: &mut Connection, now: Timestamp) -> rusqlit
         .collect::<Result<_, _>>()?;
     let mut ended = 0;
     for (pk, state) in due {
-        let kind = if state == CANCELING { TerminalKind::Canceled } else { TerminalKind::Expired };
+        let kind = if state == CANCELING {
+            TerminalKind::Canceled
+        } else {
+            TerminalKind::Expired
+        };
         ended += end_unleased(&tx, pk, kind, now)?;
     }
     tx.commit()?;
     Ok(ended)
 }
 
-pub(crate) fn archive(conn: &mut Connection, created_before: Timestamp, now: Timestamp) -> rusqlite::Result<u64> {
+pub(crate) fn archive(
+    conn: &mut Connection,
+    created_before: Timestamp,
+    now: Timestamp,
+) -> rusqlite::Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let due: Vec<BatchKey> = tx
         .prepare_cached(
@@ -488,12 +549,20 @@ pub(crate) fn archive(conn: &mut Connection, created_before: Timestamp, now: Tim
              WHERE state = 3 AND archived_at IS NULL AND created_at <= ?1",
         )?
         .query_map([created_before.as_micros()], |r| {
-            Ok(BatchKey { pk: r.get(0)?, state: r.get(1)?, first_request: r.get(2)?, request_count: r.get(3)? })
+            Ok(BatchKey {
+                pk: r.get(0)?,
+                state: r.get(1)?,
+                first_request: r.get(2)?,
+                request_count: r.get(3)?,
+            })
         })?
         .collect::<Result<_, _>>()?;
     for batch in &due {
         purge_requests(&tx, batch)?;
-        tx.execute("UPDATE batches SET archived_at = ?2 WHERE pk = ?1", params![batch.pk, now.as_micros()])?;
+        tx.execute(
+            "UPDATE batches SET archived_at = ?2 WHERE pk = ?1",
+            params![batch.pk, now.as_micros()],
+        )?;
     }
     tx.commit()?;
     Ok(due.len() as u64)

@@ -58,22 +58,36 @@ impl Pool {
         ops::discard_unfinished_ingests(&mut conn)?;
         Ok(Self {
             path: path.to_owned(),
-            writer: Mutex::new(Writer { conn, claim: ClaimState::default() }),
+            writer: Mutex::new(Writer {
+                conn,
+                claim: ClaimState::default(),
+            }),
             readers: Mutex::new(Vec::new()),
         })
     }
 
-    pub fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    pub fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
         f(&mut lock(&self.writer).conn)
     }
 
-    pub fn claim(&self, max: usize, now: Timestamp, lease_until: Timestamp) -> rusqlite::Result<Vec<ClaimedRequest>> {
+    pub fn claim(
+        &self,
+        max: usize,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> rusqlite::Result<Vec<ClaimedRequest>> {
         let mut writer = lock(&self.writer);
         let Writer { conn, claim } = &mut *writer;
         ops::claim(conn, claim, max, now, lease_until)
     }
 
-    pub fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    pub fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
         let conn = match lock(&self.readers).pop() {
             Some(conn) => conn,
             None => self.open_reader()?,
@@ -86,7 +100,9 @@ impl Pool {
     fn open_reader(&self) -> rusqlite::Result<Connection> {
         let conn = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
         Ok(conn)

@@ -63,7 +63,10 @@ pub struct DeletedMessageBatch {
 
 impl DeletedMessageBatch {
     pub fn new(id: impl Into<String>) -> Self {
-        Self { id: id.into(), kind: DeletedMessageBatchType::MessageBatchDeleted }
+        Self {
+            id: id.into(),
+            kind: DeletedMessageBatchType::MessageBatchDeleted,
+        }
     }
 }
 
@@ -93,7 +96,10 @@ mod tests {
             id: "msgbatch_01".into(),
             kind: MessageBatchType::MessageBatch,
             processing_status: ProcessingStatus::InProgress,
-            request_counts: RequestCounts { processing: 2, ..Default::default() },
+            request_counts: RequestCounts {
+                processing: 2,
+                ..Default::default()
+            },
             ended_at: None,
             created_at: Timestamp::from_micros(0),
             expires_at: Timestamp::from_micros(86_400_000_000),
@@ -107,8 +113,16 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "archived_at", "cancel_initiated_at", "created_at", "ended_at", "expires_at",
-                "id", "processing_status", "request_counts", "results_url", "type"
+                "archived_at",
+                "cancel_initiated_at",
+                "created_at",
+                "ended_at",
+                "expires_at",
+                "id",
+                "processing_status",
+                "request_counts",
+                "results_url",
+                "type"
             ]
         );
         assert_eq!(value["type"], "message_batch");

@@ -56,7 +56,10 @@ impl ErrorResponse {
     pub fn new(kind: ErrorType, message: impl Into<String>, request_id: Option<String>) -> Self {
         Self {
             kind: ErrorEnvelopeType::Error,
-            error: ErrorObject { kind, message: message.into() },
+            error: ErrorObject {
+                kind,
+                message: message.into(),
+            },
             request_id,
         }
     }

@@ -62,7 +62,11 @@ fn time_sortable_body() -> String {
 fn random_body() -> String {
     let mut body = String::with_capacity(24);
     body.push_str("01");
-    push_base58(&mut body, u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..)), 22);
+    push_base58(
+        &mut body,
+        u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..)),
+        22,
+    );
     body
 }
 

@@ -38,7 +38,10 @@ pub struct TextBlock {
 
 impl ContentBlock {
     pub fn text(text: impl Into<String>) -> Self {
-        Self::Text(TextBlock { text: text.into(), citations: None })
+        Self::Text(TextBlock {
+            text: text.into(),
+            citations: None,
+        })
     }
 }
 

@@ -54,12 +54,22 @@ mod tests {
 
     #[test]
     fn lines_have_the_documented_shapes() {
-        let line = BatchResultLine { custom_id: "c".into(), result: BatchResult::Canceled };
-        assert_eq!(serde_json::to_string(&line).unwrap(), r#"{"custom_id":"c","result":{"type":"canceled"}}"#);
+        let line = BatchResultLine {
+            custom_id: "c".into(),
+            result: BatchResult::Canceled,
+        };
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"custom_id":"c","result":{"type":"canceled"}}"#
+        );
         let line = BatchResultLine {
             custom_id: "b".into(),
             result: BatchResult::Errored {
-                error: ErrorResponse::new(ErrorType::InvalidRequestError, "max_tokens: Field required", None),
+                error: ErrorResponse::new(
+                    ErrorType::InvalidRequestError,
+                    "max_tokens: Field required",
+                    None,
+                ),
             },
         };
         assert_eq!(

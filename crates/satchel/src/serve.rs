@@ -24,7 +24,12 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
 
     /// Comma-separated API keys of the default workspace, added to those of --config.
-    #[arg(long = "api-keys", env = "SATCHEL_API_KEYS", hide_env_values = true, value_delimiter = ',')]
+    #[arg(
+        long = "api-keys",
+        env = "SATCHEL_API_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     api_keys: Vec<String>,
 
     /// Base URL clients reach this server at, used in `results_url`
@@ -79,7 +84,12 @@ impl ServeArgs {
         if let Some(path) = &self.config {
             ConfigFile::load(path)?.add_keys_to(&mut config.keys);
         }
-        for key in self.api_keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
+        for key in self
+            .api_keys
+            .iter()
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+        {
             config.keys.add(key, DEFAULT_WORKSPACE);
         }
         config.public_base_url = self.public_base_url;
@@ -94,7 +104,9 @@ impl ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

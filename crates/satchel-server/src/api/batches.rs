@@ -13,11 +13,12 @@ use satchel_core::BatchError;
 use satchel_core::ingest::IngestError;
 use satchel_core::model::ListCursor;
 use satchel_wire::{
-    DeletedMessageBatch, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ListPage, MAX_CREATE_BODY_BYTES, MessageBatch,
+    DeletedMessageBatch, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ListPage, MAX_CREATE_BODY_BYTES,
+    MessageBatch,
 };
 
 use super::context::Caller;
-use super::{AppState, ApiError, body, convert};
+use super::{ApiError, AppState, body, convert};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -41,7 +42,9 @@ pub async fn create(
     let (reader, overflow) = body::capped_reader(request.into_body(), MAX_CREATE_BODY_BYTES);
     match state.batches.create(&caller.workspace, reader).await {
         Ok(record) => Ok(Json(convert::batch(record, &base_url(&state, &headers)))),
-        Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => Err(ApiError::TooLarge),
+        Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => {
+            Err(ApiError::TooLarge)
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -67,11 +70,14 @@ pub async fn list(
         Some(text) => {
             let limit: i64 = text.parse().map_err(|_| {
                 ApiError::InvalidRequest(
-                    "limit: Input should be a valid integer, unable to parse string as an integer".into(),
+                    "limit: Input should be a valid integer, unable to parse string as an integer"
+                        .into(),
                 )
             })?;
             if limit < 1 {
-                return Err(ApiError::InvalidRequest("limit: Input should be greater than or equal to 1".into()));
+                return Err(ApiError::InvalidRequest(
+                    "limit: Input should be greater than or equal to 1".into(),
+                ));
             }
             if limit > i64::from(LIST_LIMIT_MAX) {
                 return Err(ApiError::InvalidRequest(format!(
@@ -84,15 +90,24 @@ pub async fn list(
     let cursor_of = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
     let cursor = match (cursor_of("after_id"), cursor_of("before_id")) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest("after_id and before_id cannot both be given".into()));
+            return Err(ApiError::InvalidRequest(
+                "after_id and before_id cannot both be given".into(),
+            ));
         }
         (Some(after), None) => ListCursor::After(after),
         (None, Some(before)) => ListCursor::Before(before),
         (None, None) => ListCursor::Start,
     };
-    let page = state.batches.list(&caller.workspace, &cursor, limit).await?;
+    let page = state
+        .batches
+        .list(&caller.workspace, &cursor, limit)
+        .await?;
     let base = base_url(&state, &headers);
-    let data: Vec<MessageBatch> = page.batches.into_iter().map(|b| convert::batch(b, &base)).collect();
+    let data: Vec<MessageBatch> = page
+        .batches
+        .into_iter()
+        .map(|b| convert::batch(b, &base))
+        .collect();
     Ok(Json(ListPage {
         first_id: data.first().map(|b| b.id.clone()),
         last_id: data.last().map(|b| b.id.clone()),
@@ -133,9 +148,10 @@ pub async fn results(
         std::io::Error::other(e)
     }));
     let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-jsonl"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-jsonl"),
+    );
     Ok(response)
 }
 

@@ -40,10 +40,13 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
 
 fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
     let headers = request.headers();
-    let workspace = state.keys.workspace_of(headers).map_err(|problem| match problem {
-        KeyProblem::Missing => ApiError::MissingKey,
-        KeyProblem::Unknown => ApiError::UnknownKey,
-    })?;
+    let workspace = state
+        .keys
+        .workspace_of(headers)
+        .map_err(|problem| match problem {
+            KeyProblem::Missing => ApiError::MissingKey,
+            KeyProblem::Unknown => ApiError::UnknownKey,
+        })?;
     let version = headers
         .get("anthropic-version")
         .and_then(|v| v.to_str().ok())
@@ -53,14 +56,22 @@ fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
     if !looks_like_a_date(version) {
         return Err(ApiError::BadVersion(version.to_owned()));
     }
-    Ok(Caller { workspace: workspace.to_owned() })
+    Ok(Caller {
+        workspace: workspace.to_owned(),
+    })
 }
 
 /// `YYYY-MM-DD`, the shape of every API version.
 fn looks_like_a_date(v: &str) -> bool {
     let b = v.as_bytes();
     b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 /// Gives every error response the API's JSON envelope with this request's id, including
@@ -77,14 +88,24 @@ fn render_error(response: &mut Response, request_id: &str) {
         None if status.is_client_error() => WireError {
             status,
             kind: ErrorType::InvalidRequestError,
-            message: status.canonical_reason().unwrap_or("Invalid request").to_owned(),
+            message: status
+                .canonical_reason()
+                .unwrap_or("Invalid request")
+                .to_owned(),
         },
-        None => WireError { status, kind: ErrorType::ApiError, message: "Internal server error".into() },
+        None => WireError {
+            status,
+            kind: ErrorType::ApiError,
+            message: "Internal server error".into(),
+        },
     };
     let body = ErrorResponse::new(wire.kind, wire.message, Some(request_id.to_owned()));
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     *response.status_mut() = wire.status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response.headers_mut().remove(header::CONTENT_LENGTH);
     *response.body_mut() = Body::from(bytes);
 }

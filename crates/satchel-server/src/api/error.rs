@@ -44,7 +44,9 @@ impl ApiError {
     pub fn to_wire(&self) -> WireError {
         use ErrorType as T;
         let (status, kind) = match self {
-            Self::MissingKey | Self::UnknownKey => (StatusCode::UNAUTHORIZED, T::AuthenticationError),
+            Self::MissingKey | Self::UnknownKey => {
+                (StatusCode::UNAUTHORIZED, T::AuthenticationError)
+            }
             Self::MissingVersion | Self::BadVersion(_) | Self::InvalidRequest(_) => {
                 (StatusCode::BAD_REQUEST, T::InvalidRequestError)
             }
@@ -52,11 +54,13 @@ impl ApiError {
             Self::UnknownRoute => (StatusCode::NOT_FOUND, T::NotFoundError),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, T::InvalidRequestError),
             Self::Batch(e) => match e {
-                BatchError::NotFound(_) | BatchError::NoResults(_) => (StatusCode::NOT_FOUND, T::NotFoundError),
-                BatchError::DeleteInProgress => (StatusCode::BAD_REQUEST, T::InvalidRequestError),
-                BatchError::Ingest(IngestError::Invalid(_) | IngestError::NotJson(_) | IngestError::Read(_)) => {
-                    (StatusCode::BAD_REQUEST, T::InvalidRequestError)
+                BatchError::NotFound(_) | BatchError::NoResults(_) => {
+                    (StatusCode::NOT_FOUND, T::NotFoundError)
                 }
+                BatchError::DeleteInProgress => (StatusCode::BAD_REQUEST, T::InvalidRequestError),
+                BatchError::Ingest(
+                    IngestError::Invalid(_) | IngestError::NotJson(_) | IngestError::Read(_),
+                ) => (StatusCode::BAD_REQUEST, T::InvalidRequestError),
                 BatchError::Ingest(IngestError::StoreGone) | BatchError::Store(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, T::ApiError)
                 }
@@ -69,7 +73,11 @@ impl ApiError {
         } else {
             self.to_string()
         };
-        WireError { status, kind, message }
+        WireError {
+            status,
+            kind,
+            message,
+        }
     }
 }
 

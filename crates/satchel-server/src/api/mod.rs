@@ -30,11 +30,20 @@ pub struct AppState {
 /// The whole API as an axum router.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/messages/batches", post(batches::create).get(batches::list))
-        .route("/v1/messages/batches/{id}", get(batches::retrieve).delete(batches::delete))
+        .route(
+            "/v1/messages/batches",
+            post(batches::create).get(batches::list),
+        )
+        .route(
+            "/v1/messages/batches/{id}",
+            get(batches::retrieve).delete(batches::delete),
+        )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
         .fallback(batches::unknown_route)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), context::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::layer,
+        ))
         .with_state(state)
 }

@@ -19,10 +19,24 @@ async fn missing_or_unknown_keys_are_401_on_every_route() {
         (Method::GET, "/somewhere/else"),
     ] {
         let url = format!("{}{path}", app.base);
-        let reply = read(app.client.request(method.clone(), &url).header("anthropic-version", "2023-06-01").send().await.unwrap()).await;
+        let reply = read(
+            app.client
+                .request(method.clone(), &url)
+                .header("anthropic-version", "2023-06-01")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         reply.assert_error(401, "authentication_error", "x-api-key header is required");
         let reply = read(
-            app.client.request(method, &url).header("x-api-key", "sk-wrong").header("anthropic-version", "2023-06-01").send().await.unwrap(),
+            app.client
+                .request(method, &url)
+                .header("x-api-key", "sk-wrong")
+                .header("anthropic-version", "2023-06-01")
+                .send()
+                .await
+                .unwrap(),
         )
         .await;
         reply.assert_error(401, "authentication_error", "invalid x-api-key");
@@ -33,9 +47,19 @@ async fn missing_or_unknown_keys_are_401_on_every_route() {
 async fn bearer_tokens_work_like_x_api_key() {
     let app = TestApp::spawn().await;
     let batch = app.create_ok(&requests(1, "hi")).await;
-    let url = format!("{}/v1/messages/batches/{}", app.base, batch["id"].as_str().unwrap());
+    let url = format!(
+        "{}/v1/messages/batches/{}",
+        app.base,
+        batch["id"].as_str().unwrap()
+    );
     let reply = read(
-        app.client.get(&url).bearer_auth(&app.key).header("anthropic-version", "2026-10-21").send().await.unwrap(),
+        app.client
+            .get(&url)
+            .bearer_auth(&app.key)
+            .header("anthropic-version", "2026-10-21")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
@@ -46,10 +70,28 @@ async fn bearer_tokens_work_like_x_api_key() {
 async fn anthropic_version_is_required() {
     let app = TestApp::spawn().await;
     let url = format!("{}/v1/messages/batches", app.base);
-    let reply = read(app.client.get(&url).header("x-api-key", &app.key).send().await.unwrap()).await;
-    reply.assert_error(400, "invalid_request_error", "anthropic-version: header is required");
     let reply = read(
-        app.client.get(&url).header("x-api-key", &app.key).header("anthropic-version", "latest").send().await.unwrap(),
+        app.client
+            .get(&url)
+            .header("x-api-key", &app.key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    reply.assert_error(
+        400,
+        "invalid_request_error",
+        "anthropic-version: header is required",
+    );
+    let reply = read(
+        app.client
+            .get(&url)
+            .header("x-api-key", &app.key)
+            .header("anthropic-version", "latest")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -63,11 +105,26 @@ async fn another_workspace_sees_nothing() {
     app.wait_ended(id, std::time::Duration::from_secs(10)).await;
     let other = app.as_key(KEY_B);
     let not_found = format!("Message Batch {id} not found.");
-    other.get(id).await.assert_error(404, "not_found_error", &not_found);
-    other.results(id).await.assert_error(404, "not_found_error", &not_found);
-    other.cancel(id).await.assert_error(404, "not_found_error", &not_found);
-    other.delete(id).await.assert_error(404, "not_found_error", &not_found);
-    let page = other.send(Method::GET, "/v1/messages/batches", None).await.json();
+    other
+        .get(id)
+        .await
+        .assert_error(404, "not_found_error", &not_found);
+    other
+        .results(id)
+        .await
+        .assert_error(404, "not_found_error", &not_found);
+    other
+        .cancel(id)
+        .await
+        .assert_error(404, "not_found_error", &not_found);
+    other
+        .delete(id)
+        .await
+        .assert_error(404, "not_found_error", &not_found);
+    let page = other
+        .send(Method::GET, "/v1/messages/batches", None)
+        .await
+        .json();
     assert_eq!(page["data"], serde_json::json!([]));
     // Still there for its owner.
     assert_eq!(app.get(id).await.status, StatusCode::OK);
@@ -77,7 +134,13 @@ async fn another_workspace_sees_nothing() {
 async fn open_mode_accepts_any_key_on_loopback_only() {
     let app = TestApp::spawn_with(|c| c.keys = Keys::default()).await;
     let anyone = app.as_key("whatever-key");
-    assert_eq!(anyone.send(Method::GET, "/v1/messages/batches", None).await.status, StatusCode::OK);
+    assert_eq!(
+        anyone
+            .send(Method::GET, "/v1/messages/batches", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig::new("0.0.0.0:0".parse().unwrap(), dir.path().join("x.db"));
@@ -91,8 +154,12 @@ async fn open_mode_accepts_any_key_on_loopback_only() {
 #[tokio::test]
 async fn unknown_routes_and_ids_are_404() {
     let app = TestApp::spawn().await;
-    app.send(Method::GET, "/_stainless_unknown_path", None).await.assert_error(404, "not_found_error", "Not found");
-    app.send(Method::GET, "/v1/messages/batches/a/b/c", None).await.assert_error(404, "not_found_error", "Not found");
+    app.send(Method::GET, "/_stainless_unknown_path", None)
+        .await
+        .assert_error(404, "not_found_error", "Not found");
+    app.send(Method::GET, "/v1/messages/batches/a/b/c", None)
+        .await
+        .assert_error(404, "not_found_error", "Not found");
     for id in ["msgbatch_01doesnotexist", "nope", "%27%3B--"] {
         let reply = app.get(id).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{id}: {}", reply.text);

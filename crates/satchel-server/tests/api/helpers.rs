@@ -47,7 +47,10 @@ impl TestApp {
     /// A server with two workspaces (keys `KEY_A`, `KEY_B`), tuned by `tune`.
     pub async fn spawn_with(tune: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("satchel.db"));
+        let mut config = ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().join("satchel.db"),
+        );
         config.keys.add(KEY_A, "team-a");
         config.keys.add(KEY_B, "team-b");
         config.housekeeping_tick = Duration::from_millis(50);
@@ -85,14 +88,20 @@ impl TestApp {
             .header("x-api-key", &self.key)
             .header("anthropic-version", "2023-06-01");
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         read(request.send().await.expect("request sent")).await
     }
 
     pub async fn create(&self, requests: &Value) -> Reply {
-        self.send(Method::POST, "/v1/messages/batches", Some(json!({ "requests": requests }).to_string()))
-            .await
+        self.send(
+            Method::POST,
+            "/v1/messages/batches",
+            Some(json!({ "requests": requests }).to_string()),
+        )
+        .await
     }
 
     /// Creates a batch that must be accepted; returns it.
@@ -103,19 +112,31 @@ impl TestApp {
     }
 
     pub async fn get(&self, id: &str) -> Reply {
-        self.send(Method::GET, &format!("/v1/messages/batches/{id}"), None).await
+        self.send(Method::GET, &format!("/v1/messages/batches/{id}"), None)
+            .await
     }
 
     pub async fn cancel(&self, id: &str) -> Reply {
-        self.send(Method::POST, &format!("/v1/messages/batches/{id}/cancel"), None).await
+        self.send(
+            Method::POST,
+            &format!("/v1/messages/batches/{id}/cancel"),
+            None,
+        )
+        .await
     }
 
     pub async fn delete(&self, id: &str) -> Reply {
-        self.send(Method::DELETE, &format!("/v1/messages/batches/{id}"), None).await
+        self.send(Method::DELETE, &format!("/v1/messages/batches/{id}"), None)
+            .await
     }
 
     pub async fn results(&self, id: &str) -> Reply {
-        self.send(Method::GET, &format!("/v1/messages/batches/{id}/results"), None).await
+        self.send(
+            Method::GET,
+            &format!("/v1/messages/batches/{id}/results"),
+            None,
+        )
+        .await
     }
 
     /// Polls until the batch has ended; panics after `within`.
@@ -126,7 +147,10 @@ impl TestApp {
             if batch["processing_status"] == "ended" {
                 return batch;
             }
-            assert!(Instant::now() < deadline, "batch {id} did not end in {within:?}: {batch}");
+            assert!(
+                Instant::now() < deadline,
+                "batch {id} did not end in {within:?}: {batch}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -160,7 +184,11 @@ pub async fn read(response: reqwest::Response) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.expect("body read");
-    Reply { status, headers, text }
+    Reply {
+        status,
+        headers,
+        text,
+    }
 }
 
 /// `n` valid requests `r0..r{n-1}` asking the emulator to echo `text`.

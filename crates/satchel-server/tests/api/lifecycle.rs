@@ -34,7 +34,10 @@ async fn a_batch_runs_to_ended_with_live_counts() {
             assert_eq!(done, 100);
             assert!(now["ended_at"].is_string());
             let url = now["results_url"].as_str().unwrap();
-            assert_eq!(url, format!("{}/v1/messages/batches/{id}/results", app.base));
+            assert_eq!(
+                url,
+                format!("{}/v1/messages/batches/{id}/results", app.base)
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -59,20 +62,39 @@ async fn cancel_ends_pending_requests_and_lets_in_flight_ones_finish() {
     assert!(canceled["cancel_initiated_at"].is_string());
     assert_eq!(counts_sum(&canceled), 200);
     let in_flight = canceled["request_counts"]["processing"].as_u64().unwrap();
-    assert!((1..=5).contains(&in_flight), "only the started requests remain: {canceled}");
+    assert!(
+        (1..=5).contains(&in_flight),
+        "only the started requests remain: {canceled}"
+    );
 
     let ended = app.wait_ended(id, Duration::from_secs(10)).await;
     let counts = &ended["request_counts"];
     assert_eq!(counts["processing"], 0);
-    assert_eq!(counts["succeeded"].as_u64().unwrap(), in_flight, "in-flight requests finished");
+    assert_eq!(
+        counts["succeeded"].as_u64().unwrap(),
+        in_flight,
+        "in-flight requests finished"
+    );
     assert_eq!(counts["canceled"].as_u64().unwrap(), 200 - in_flight);
-    assert_eq!(ended["cancel_initiated_at"], canceled["cancel_initiated_at"]);
+    assert_eq!(
+        ended["cancel_initiated_at"],
+        canceled["cancel_initiated_at"]
+    );
 
     let lines = app.result_lines(id).await;
     assert_eq!(lines.len(), 200);
-    let canceled_lines = lines.iter().filter(|l| l["result"]["type"] == "canceled").count();
+    let canceled_lines = lines
+        .iter()
+        .filter(|l| l["result"]["type"] == "canceled")
+        .count();
     assert_eq!(canceled_lines as u64, 200 - in_flight);
-    assert_eq!(lines.iter().find(|l| l["result"]["type"] == "canceled").unwrap()["result"], serde_json::json!({"type": "canceled"}));
+    assert_eq!(
+        lines
+            .iter()
+            .find(|l| l["result"]["type"] == "canceled")
+            .unwrap()["result"],
+        serde_json::json!({"type": "canceled"})
+    );
 
     // Cancelling again changes nothing.
     let again = app.cancel(id).await;
@@ -94,10 +116,16 @@ async fn requests_not_started_by_expires_at_end_expired() {
     let counts = &ended["request_counts"];
     let succeeded = counts["succeeded"].as_u64().unwrap();
     let expired = counts["expired"].as_u64().unwrap();
-    assert!(succeeded >= 2 && succeeded < 40, "{ended}");
+    assert!((2..40).contains(&succeeded), "{ended}");
     assert_eq!(succeeded + expired, 40, "{ended}");
     let lines = app.result_lines(id).await;
-    assert_eq!(lines.iter().filter(|l| l["result"]["type"] == "expired").count() as u64, expired);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["result"]["type"] == "expired")
+            .count() as u64,
+        expired
+    );
     assert!(ended["cancel_initiated_at"].is_null());
 }
 
@@ -111,16 +139,31 @@ async fn delete_only_once_ended_then_404_everywhere() {
         "invalid_request_error",
         "In progress batches cannot be deleted. Consider canceling the batch instead.",
     );
-    app.results(id).await.assert_error(404, "not_found_error", &format!("Message Batch {id} has no available results."));
+    app.results(id).await.assert_error(
+        404,
+        "not_found_error",
+        &format!("Message Batch {id} has no available results."),
+    );
     app.wait_ended(id, Duration::from_secs(10)).await;
     let deleted = app.delete(id).await;
     assert_eq!(deleted.status, StatusCode::OK);
-    assert_eq!(deleted.json(), serde_json::json!({"id": id, "type": "message_batch_deleted"}));
+    assert_eq!(
+        deleted.json(),
+        serde_json::json!({"id": id, "type": "message_batch_deleted"})
+    );
     let not_found = format!("Message Batch {id} not found.");
-    app.get(id).await.assert_error(404, "not_found_error", &not_found);
-    app.results(id).await.assert_error(404, "not_found_error", &not_found);
-    app.cancel(id).await.assert_error(404, "not_found_error", &not_found);
-    app.delete(id).await.assert_error(404, "not_found_error", &not_found);
+    app.get(id)
+        .await
+        .assert_error(404, "not_found_error", &not_found);
+    app.results(id)
+        .await
+        .assert_error(404, "not_found_error", &not_found);
+    app.cancel(id)
+        .await
+        .assert_error(404, "not_found_error", &not_found);
+    app.delete(id)
+        .await
+        .assert_error(404, "not_found_error", &not_found);
 }
 
 #[tokio::test]
@@ -137,11 +180,21 @@ async fn results_are_purged_after_retention_and_archived_at_set() {
         if now["archived_at"].is_string() {
             break now;
         }
-        assert!(std::time::Instant::now() < deadline, "never archived: {now}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never archived: {now}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(archived["request_counts"]["succeeded"], 5, "counts survive the purge");
-    app.results(id).await.assert_error(404, "not_found_error", &format!("Message Batch {id} has no available results."));
+    assert_eq!(
+        archived["request_counts"]["succeeded"], 5,
+        "counts survive the purge"
+    );
+    app.results(id).await.assert_error(
+        404,
+        "not_found_error",
+        &format!("Message Batch {id} has no available results."),
+    );
     // Still deletable.
     assert_eq!(app.delete(id).await.status, StatusCode::OK);
 }

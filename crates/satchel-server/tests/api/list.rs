@@ -6,13 +6,20 @@ use serde_json::Value;
 use crate::helpers::{TestApp, requests};
 
 async fn page(app: &TestApp, query: &str) -> Value {
-    let reply = app.send(Method::GET, &format!("/v1/messages/batches{query}"), None).await;
+    let reply = app
+        .send(Method::GET, &format!("/v1/messages/batches{query}"), None)
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     reply.json()
 }
 
 fn ids(page: &Value) -> Vec<String> {
-    page["data"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect()
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -20,7 +27,12 @@ async fn pages_newest_first_with_cursors_both_ways() {
     let app = TestApp::spawn().await;
     let mut created = Vec::new();
     for _ in 0..7 {
-        created.push(app.create_ok(&requests(1, "x")).await["id"].as_str().unwrap().to_owned());
+        created.push(
+            app.create_ok(&requests(1, "x")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
 
@@ -67,12 +79,27 @@ async fn pages_newest_first_with_cursors_both_ways() {
 async fn empty_list_and_bad_parameters() {
     let app = TestApp::spawn().await;
     let empty = page(&app, "").await;
-    assert_eq!(empty, serde_json::json!({"data": [], "has_more": false, "first_id": null, "last_id": null}));
+    assert_eq!(
+        empty,
+        serde_json::json!({"data": [], "has_more": false, "first_id": null, "last_id": null})
+    );
     for (query, message) in [
-        ("?limit=0", "limit: Input should be greater than or equal to 1"),
-        ("?limit=1001", "limit: Input should be less than or equal to 1000"),
-        ("?limit=abc", "limit: Input should be a valid integer, unable to parse string as an integer"),
-        ("?after_id=a&before_id=b", "after_id and before_id cannot both be given"),
+        (
+            "?limit=0",
+            "limit: Input should be greater than or equal to 1",
+        ),
+        (
+            "?limit=1001",
+            "limit: Input should be less than or equal to 1000",
+        ),
+        (
+            "?limit=abc",
+            "limit: Input should be a valid integer, unable to parse string as an integer",
+        ),
+        (
+            "?after_id=a&before_id=b",
+            "after_id and before_id cannot both be given",
+        ),
     ] {
         app.send(Method::GET, &format!("/v1/messages/batches{query}"), None)
             .await

@@ -17,7 +17,10 @@ async fn one_line_per_request_in_submission_order() {
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["custom_id"], format!("r{i}"));
         assert_eq!(line["result"]["type"], "succeeded");
-        assert_eq!(line["result"]["message"]["content"][0]["text"], format!("order {i}"));
+        assert_eq!(
+            line["result"]["message"]["content"][0]["text"],
+            format!("order {i}")
+        );
         let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["custom_id", "result"]);
     }
@@ -39,7 +42,10 @@ async fn params_problems_become_errored_lines_at_run_time() {
         .await;
     let id = batch["id"].as_str().unwrap();
     let ended = app.wait_ended(id, Duration::from_secs(10)).await;
-    assert_eq!(ended["request_counts"], json!({"processing": 0, "succeeded": 2, "errored": 4, "canceled": 0, "expired": 0}));
+    assert_eq!(
+        ended["request_counts"],
+        json!({"processing": 0, "succeeded": 2, "errored": 4, "canceled": 0, "expired": 0})
+    );
     let lines = app.result_lines(id).await;
     let ok = &lines[0]["result"]["message"];
     assert!(ok["id"].as_str().unwrap().starts_with("msg_"));
@@ -47,7 +53,10 @@ async fn params_problems_become_errored_lines_at_run_time() {
     assert_eq!(ok["role"], "assistant");
     assert_eq!(ok["model"], "claude-x");
     assert_eq!(ok["stop_reason"], "end_turn");
-    assert_eq!(ok["content"], json!([{"type": "text", "text": "Hello, world", "citations": null}]));
+    assert_eq!(
+        ok["content"],
+        json!([{"type": "text", "text": "Hello, world", "citations": null}])
+    );
     assert_eq!(ok["usage"]["output_tokens"], 3);
     assert_eq!(ok["usage"]["service_tier"], "batch");
     let error_of = |i: usize| lines[i]["result"]["error"].clone();
@@ -56,8 +65,14 @@ async fn params_problems_become_errored_lines_at_run_time() {
         json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}, "request_id": null})
     );
     assert_eq!(error_of(2)["error"]["message"], "model: Field required");
-    assert_eq!(error_of(3)["error"]["message"], "max_tokens: must be greater than or equal to 1");
-    assert_eq!(error_of(4)["error"]["message"], "\"stream=True\" is not supported in the Message Batches API");
+    assert_eq!(
+        error_of(3)["error"]["message"],
+        "max_tokens: must be greater than or equal to 1"
+    );
+    assert_eq!(
+        error_of(4)["error"]["message"],
+        "\"stream=True\" is not supported in the Message Batches API"
+    );
     let short = &lines[5]["result"]["message"];
     assert_eq!(short["stop_reason"], "max_tokens");
     assert_eq!(short["usage"]["output_tokens"], 1);
@@ -72,16 +87,25 @@ async fn injected_errors_are_errored_lines() {
     let ended = app.wait_ended(id, Duration::from_secs(10)).await;
     assert_eq!(ended["request_counts"]["errored"], 20);
     for line in app.result_lines(id).await {
-        let kind = line["result"]["error"]["error"]["type"].as_str().unwrap().to_owned();
+        let kind = line["result"]["error"]["error"]["type"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(kind == "api_error" || kind == "overloaded_error", "{line}");
     }
 }
 
 #[tokio::test]
 async fn the_configured_public_base_url_is_used_in_results_url() {
-    let app = TestApp::spawn_with(|c| c.public_base_url = Some("https://batches.example.com/prefix/".into())).await;
+    let app = TestApp::spawn_with(|c| {
+        c.public_base_url = Some("https://batches.example.com/prefix/".into())
+    })
+    .await;
     let batch = app.create_ok(&requests(1, "x")).await;
     let id = batch["id"].as_str().unwrap();
     let ended = app.wait_ended(id, Duration::from_secs(10)).await;
-    assert_eq!(ended["results_url"], format!("https://batches.example.com/prefix/v1/messages/batches/{id}/results"));
+    assert_eq!(
+        ended["results_url"],
+        format!("https://batches.example.com/prefix/v1/messages/batches/{id}/results")
+    );
 }

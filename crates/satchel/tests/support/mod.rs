@@ -1,0 +1,152 @@
+//! Starting the real binary on a free port, killing it, and a tiny HTTP client.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_satchel");
+
+pub struct Server {
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts `satchel serve` on `db` with extra `args`, and waits until it answers.
+    pub async fn start(db: &Path, args: &[&str]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = db.with_extension(format!("{}.log", addr.port()));
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--db",
+                db.to_str().unwrap(),
+            ])
+            .args(args)
+            .env_remove("SATCHEL_API_KEYS")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Self { addr, child, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                server.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in KB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub async fn wait_ended(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = client_get(&self.url(&format!("/v1/messages/batches/{id}"))).await;
+            assert_eq!(status, 200, "{body}");
+            let batch: Value = serde_json::from_str(&body).unwrap();
+            if batch["processing_status"] == "ended" {
+                return batch;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch did not end: {batch}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run_to_exit(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SATCHEL_API_KEYS")
+        .output()
+        .unwrap()
+}
+
+pub async fn client_send(method: &str, url: &str, body: Option<String>) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let mut request = client
+        .request(method.parse().unwrap(), url)
+        .header("x-api-key", "any-key")
+        .header("anthropic-version", "2023-06-01");
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+pub async fn client_get(url: &str) -> (u16, String) {
+    client_send("GET", url, None).await
+}
+
+/// A create body of `n` requests `r0..`, each with about `size` bytes of prompt.
+pub fn requests_body(n: usize, size: usize) -> String {
+    let filler = "lorem ipsum dolor sit amet ".repeat(size / 27 + 1);
+    let filler = &filler[..size];
+    let mut body = String::with_capacity(n * (size + 200) + 20);
+    body.push_str(r#"{"requests":["#);
+    for i in 0..n {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"custom_id":"r{i}","params":{{"model":"claude-test","max_tokens":16,"system":"You are terse.","messages":[{{"role":"user","content":"{filler}"}}]}}}}"#
+        ));
+    }
+    body.push_str("]}");
+    body
+}
