@@ -18,7 +18,7 @@ use satchel_wire::{ContentBlock, ErrorType, Message, Usage, ids};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::backend::{Backend, BackendOutcome};
+use crate::backend::{Attempt, Backend, Failure};
 
 /// Characters per token, for trimming and usage.
 const CHARS_PER_TOKEN: usize = 4;
@@ -46,38 +46,28 @@ impl Emulator {
 
 #[async_trait]
 impl Backend for Emulator {
-    async fn run(&self, params: &RawValue) -> BackendOutcome {
+    async fn send(&self, params: &RawValue) -> Attempt {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
         let message = match reply(params) {
             Ok(message) => message,
             Err(Invalid(message)) => {
-                return BackendOutcome::Error {
-                    kind: ErrorType::InvalidRequestError,
-                    message,
-                };
+                return Attempt::Failed(Failure::fatal(ErrorType::InvalidRequestError, message));
             }
         };
+        // Injected errors are final: the emulator stands for the API as a batch client sees
+        // it, after the API's own retries.
         if self.config.error_rate > 0.0 && fastrand::f64() < self.config.error_rate {
-            return if fastrand::bool() {
-                BackendOutcome::Error {
-                    kind: ErrorType::ApiError,
-                    message: "Internal server error".into(),
-                }
+            return Attempt::Failed(if fastrand::bool() {
+                Failure::fatal(ErrorType::ApiError, "Internal server error")
             } else {
-                BackendOutcome::Error {
-                    kind: ErrorType::OverloadedError,
-                    message: "Overloaded".into(),
-                }
-            };
+                Failure::fatal(ErrorType::OverloadedError, "Overloaded")
+            });
         }
         match serde_json::value::to_raw_value(&message) {
-            Ok(raw) => BackendOutcome::Message(raw),
-            Err(e) => BackendOutcome::Error {
-                kind: ErrorType::ApiError,
-                message: e.to_string(),
-            },
+            Ok(raw) => Attempt::Message(raw),
+            Err(e) => Attempt::Failed(Failure::fatal(ErrorType::ApiError, e.to_string())),
         }
     }
 }
@@ -346,20 +336,17 @@ mod tests {
         let params =
             raw(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#);
         for _ in 0..20 {
-            match always.run(&params).await {
-                BackendOutcome::Error { kind, .. } => {
+            match always.send(&params).await {
+                Attempt::Failed(failure) => {
                     assert!(matches!(
-                        kind,
+                        failure.kind,
                         ErrorType::ApiError | ErrorType::OverloadedError
                     ));
                 }
-                BackendOutcome::Message(_) => panic!("error rate 1.0 must always fail"),
+                Attempt::Message(_) => panic!("error rate 1.0 must always fail"),
             }
         }
         let never = Emulator::default();
-        assert!(matches!(
-            never.run(&params).await,
-            BackendOutcome::Message(_)
-        ));
+        assert!(matches!(never.send(&params).await, Attempt::Message(_)));
     }
 }

@@ -5,7 +5,9 @@
 //! - [`store`]: the [`Store`] seam that every storage engine implements.
 //! - [`backend`], [`emulator`]: the [`Backend`] seam a request runs through, and the built-in
 //!   deterministic fake model.
-//! - [`dispatch`]: leases pending requests, runs them on a backend, group-commits results.
+//! - [`routing`], [`limits`]: which backend runs a request (by `model`), under which
+//!   concurrency, rate limits and retry policy.
+//! - [`dispatch`]: leases pending requests, runs them on their route, group-commits results.
 //! - [`housekeeping`]: expiry at `expires_at`, the retention purge, lease recovery.
 
 pub mod backend;
@@ -14,10 +16,12 @@ pub mod emulator;
 pub mod housekeeping;
 pub mod ingest;
 pub mod lifecycle;
+pub mod limits;
 pub mod model;
 pub mod result_line;
+pub mod routing;
 pub mod store;
 
-pub use backend::{Backend, BackendOutcome};
+pub use backend::{Attempt, Backend, Failure, Retry};
 pub use lifecycle::{BatchError, Batches, LifecycleConfig};
 pub use store::{Store, StoreError};

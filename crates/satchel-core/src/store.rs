@@ -17,7 +17,8 @@ use satchel_wire::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::model::{
-    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, Settlement,
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, RequestKey,
+    Settlement,
 };
 
 /// Failures of the storage engine itself (never a client's mistake).
@@ -88,6 +89,14 @@ pub trait Store: Send + Sync + 'static {
     /// Stores finished requests (one transaction for all of them): each result line is
     /// written only if its lease is still current, and counts move with it.
     async fn settle(&self, settlements: Vec<Settlement>, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Gives leased requests back unrun (their batch stopped while they waited for a slot):
+    /// each lease that is still current is cleared, so the request is runnable again or,
+    /// in a stopped batch, ended by the next [`Store::sweep_unrunnable`].
+    async fn release(&self, requests: Vec<RequestKey>) -> Result<(), StoreError>;
+
+    /// The batches whose requests may start now: `in_progress` and before `expires_at`.
+    async fn running_batches(&self, now: Timestamp) -> Result<Vec<i64>, StoreError>;
 
     /// For batches past `expires_at`, and for canceling batches, turns the unleased requests
     /// into `expired` / `canceled` results. Returns how many requests it settled.

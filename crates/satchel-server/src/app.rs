@@ -3,8 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use satchel_core::dispatch::Dispatcher;
-use satchel_core::emulator::Emulator;
+use satchel_core::dispatch::{DispatchConfig, Dispatcher};
 use satchel_core::housekeeping::Housekeeper;
 use satchel_core::{Batches, Store, StoreError};
 use satchel_store_sqlite::{OpenError, SqliteStore};
@@ -13,7 +12,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::config::ServerConfig;
+use crate::backends;
+use crate::config::{ConfigError, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -26,6 +26,8 @@ pub enum StartError {
     Store(#[from] OpenError),
     #[error("recovering the store failed: {0}")]
     Recover(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -69,6 +71,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     if config.keys.is_open() && !config.listen.ip().is_loopback() {
         return Err(StartError::OpenBeyondLoopback(config.listen));
     }
+    // Configuration problems first: nothing is opened for a server that cannot run.
+    let (routes, route_capacity) = backends::build(&config)?;
+    for route in routes.routes() {
+        tracing::info!(backend = %route.name, "backend ready");
+    }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db)?);
     let released = store.release_all_leases().await?;
     if released > 0 {
@@ -83,14 +90,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         config.lifecycle.clone(),
         work_arrived.clone(),
     );
-    let backend = Arc::new(Emulator::new(config.emulator.clone()));
-    let mut tasks = Dispatcher::new(
-        store.clone(),
-        backend,
-        config.dispatch.clone(),
-        work_arrived,
-    )
-    .spawn();
+    let dispatch = DispatchConfig {
+        max_in_flight: route_capacity,
+        ..config.dispatch.clone()
+    };
+    let mut tasks =
+        Dispatcher::new(store.clone(), Arc::new(routes), dispatch, work_arrived).spawn();
     tasks.push(
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn(),
     );

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub emulator: EmulatorConfig,
     /// How often housekeeping runs (expiry, canceling sweeps, retention).
     pub housekeeping_tick: std::time::Duration,
+    /// Model servers (`[[backends]]`); empty: the emulator runs every model.
+    pub backends: Vec<BackendEntry>,
 }
 
 impl ServerConfig {
@@ -39,6 +41,7 @@ impl ServerConfig {
             dispatch: DispatchConfig::default(),
             emulator: EmulatorConfig::default(),
             housekeeping_tick: std::time::Duration::from_millis(250),
+            backends: Vec::new(),
         }
     }
 }
@@ -55,6 +58,76 @@ impl ServerConfig {
 pub struct ConfigFile {
     #[serde(default)]
     pub api_keys: Vec<ApiKeyEntry>,
+    /// Model servers requests run on; none means the emulator runs every model.
+    #[serde(default)]
+    pub backends: Vec<BackendEntry>,
+}
+
+/// One `[[backends]]` entry: a model server, the models it serves and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendEntry {
+    pub name: String,
+    pub kind: BackendKind,
+    /// `http(s)://host:port`, with or without a trailing `/v1`. Not for the emulator.
+    pub base_url: Option<String>,
+    /// The environment variable holding the backend's API key (never the key itself).
+    pub api_key_env: Option<String>,
+    /// Model name patterns (`*`, `?`) this backend serves; the first backend that matches
+    /// a request's `model` runs it.
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    /// Per attempt, e.g. `120s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    /// Retries after the first attempt, for 429, 529, 5xx, timeouts and connection errors.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First retry backoff (doubling, with jitter, up to `max_backoff`), e.g. `500ms`.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff: String,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: String,
+    /// Emulator only: time per request, e.g. `50ms`.
+    pub latency: Option<String>,
+    /// Emulator only: share of requests failed with api_error / overloaded_error.
+    pub error_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Anthropic,
+    Openai,
+    Emulator,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+fn default_max_concurrency() -> usize {
+    64
+}
+fn default_timeout() -> String {
+    "600s".to_owned()
+}
+fn default_connect_timeout() -> String {
+    "10s".to_owned()
+}
+fn default_max_retries() -> u32 {
+    4
+}
+fn default_initial_backoff() -> String {
+    "500ms".to_owned()
+}
+fn default_max_backoff() -> String {
+    "8s".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +156,8 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: an API key is empty")]
     EmptyKey { path: PathBuf },
+    #[error("backend {backend:?}: {problem}")]
+    Backend { backend: String, problem: String },
 }
 
 impl ConfigFile {
@@ -126,5 +201,23 @@ mod tests {
         assert!(
             toml::from_str::<ConfigFile>("[[api_keys]]\nkey = \"a\"\nwrkspace = \"w\"\n").is_err()
         );
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../satchel.example.toml");
+        let file = ConfigFile::load(&path).unwrap();
+        assert_eq!(file.api_keys.len(), 2);
+        let kinds: Vec<BackendKind> = file.backends.iter().map(|b| b.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                BackendKind::Anthropic,
+                BackendKind::Openai,
+                BackendKind::Openai,
+                BackendKind::Emulator
+            ]
+        );
+        assert_eq!(file.backends[0].requests_per_minute, Some(1000));
     }
 }

@@ -4,11 +4,13 @@
 //! - [`api`]: routes, authentication, the wire conversion and the one error mapping.
 //! - [`auth`]: API keys and the workspaces they belong to.
 //! - [`config`]: the typed configuration and the TOML config file.
+//! - [`backends`]: the routing table (model → backend, limits, retries) from the config.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backends;
 pub mod config;
 
 pub use app::{RunningServer, StartError, start};

@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use satchel_core::model::{
-    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, Settlement,
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, RequestKey,
+    Settlement,
 };
 use satchel_core::store::{ResultStream, Store, StoreError};
 use satchel_wire::Timestamp;
@@ -184,6 +185,14 @@ impl Store for SqliteStore {
 
     async fn settle(&self, settlements: Vec<Settlement>, now: Timestamp) -> Result<(), StoreError> {
         self.write(move |c| ops::settle(c, &settlements, now)).await
+    }
+
+    async fn release(&self, requests: Vec<RequestKey>) -> Result<(), StoreError> {
+        self.write(move |c| ops::release(c, &requests)).await
+    }
+
+    async fn running_batches(&self, now: Timestamp) -> Result<Vec<i64>, StoreError> {
+        self.read(move |c| ops::running_batches(c, now)).await
     }
 
     async fn sweep_unrunnable(&self, now: Timestamp) -> Result<u64, StoreError> {

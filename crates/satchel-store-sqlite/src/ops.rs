@@ -399,6 +399,34 @@ fn purge_requests(conn: &Connection, batch: &BatchKey) -> rusqlite::Result<()> {
 
 // ---- the queue ----------------------------------------------------------------------------
 
+/// The running batches grouped by workspace, in the order this claim serves them: workspaces
+/// and, within each, batches rotate from one claim to the next, so that when there is less
+/// room than batches, a different one goes first each time.
+fn round_robin(running: Vec<(i64, String)>, state: &mut ClaimState) -> Vec<Vec<i64>> {
+    let mut by_workspace: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (pk, workspace) in running {
+        by_workspace.entry(workspace).or_default().push(pk);
+    }
+    let mut workspaces: Vec<Vec<i64>> = by_workspace.into_values().collect();
+    for batches in &mut workspaces {
+        batches.sort_unstable();
+        let start = batches
+            .iter()
+            .position(|&pk| pk > state.last_batch)
+            .unwrap_or(0);
+        batches.rotate_left(start);
+    }
+    if !workspaces.is_empty() {
+        state.rotation = state.rotation.wrapping_add(1);
+        let start = state.rotation % workspaces.len();
+        workspaces.rotate_left(start);
+    }
+    if let Some(&first) = workspaces.first().and_then(|w| w.first()) {
+        state.last_batch = first;
+    }
+    workspaces
+}
+
 pub(crate) fn claim(
     conn: &mut Connection,
     state: &mut ClaimState,
@@ -412,23 +440,13 @@ pub(crate) fn claim(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Only in_progress batches run; canceling ones only finish what is in flight.
     // (`state IN (1, 2)` lets SQLite use the partial index of open batches.)
-    let mut running: Vec<i64> = tx
+    let running: Vec<(i64, String)> = tx
         .prepare_cached(
-            "SELECT pk FROM batches WHERE state IN (1, 2) AND state = 1 AND expires_at > ?1",
+            "SELECT pk, workspace FROM batches WHERE state IN (1, 2) AND state = 1 AND expires_at > ?1",
         )?
-        .query_map([now.as_micros()], |r| r.get::<_, i64>(0))?
+        .query_map([now.as_micros()], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    running.sort_unstable();
-    // Round robin: start with the first batch after the one served first last time.
-    let start = running
-        .iter()
-        .position(|&pk| pk > state.last_batch)
-        .unwrap_or(0);
-    running.rotate_left(start);
-    if let Some(&first) = running.first() {
-        state.last_batch = first;
-    }
-
+    let workspaces = round_robin(running, state);
     let lease = lease_until.as_micros().max(state.last_lease + 1);
     state.last_lease = lease;
     let mut claimed = Vec::with_capacity(max);
@@ -439,35 +457,43 @@ pub(crate) fn claim(
         )?;
         let mut take =
             tx.prepare_cached("UPDATE queue SET lease_until = ?2 WHERE request_id = ?1")?;
-        let mut remaining_batches = running.len();
-        for pk in running {
-            let room = max - claimed.len();
-            if room == 0 {
-                break;
-            }
-            // An equal share of what is left, so every running batch advances.
-            let share = room.div_ceil(remaining_batches);
-            remaining_batches -= 1;
-            let mut rows = pick.query(params![pk, now.as_micros(), share as i64])?;
-            while let Some(row) = rows.next()? {
-                let request_id: i64 = row.get(0)?;
-                take.execute(params![request_id, lease])?;
-                let params_text = String::from_utf8_lossy(row.get_ref(2)?.as_blob()?).into_owned();
-                let Ok(params) = RawValue::from_string(params_text) else {
-                    // Stored bytes were valid JSON at ingest, so this is never expected; the
-                    // row stays leased rather than being claimed again at once.
-                    tracing::error!(request_id, "stored params are not valid JSON");
-                    continue;
-                };
-                claimed.push(ClaimedRequest {
-                    request: RequestKey {
-                        batch: pk,
-                        request: request_id,
-                        lease,
-                    },
-                    custom_id: row.get(1)?,
-                    params,
-                });
+        // Fair shares at two levels: each workspace an equal part of the room left, each of
+        // its batches an equal part of that; what one cannot use passes to the next.
+        let mut workspaces_left = workspaces.len();
+        for batches in workspaces {
+            let workspace_room = (max - claimed.len()).div_ceil(workspaces_left.max(1));
+            workspaces_left -= 1;
+            let workspace_start = claimed.len();
+            let mut batches_left = batches.len();
+            for pk in batches {
+                let room = workspace_room - (claimed.len() - workspace_start);
+                if room == 0 {
+                    break;
+                }
+                let share = room.div_ceil(batches_left);
+                batches_left -= 1;
+                let mut rows = pick.query(params![pk, now.as_micros(), share as i64])?;
+                while let Some(row) = rows.next()? {
+                    let request_id: i64 = row.get(0)?;
+                    take.execute(params![request_id, lease])?;
+                    let params_text =
+                        String::from_utf8_lossy(row.get_ref(2)?.as_blob()?).into_owned();
+                    let Ok(params) = RawValue::from_string(params_text) else {
+                        // Stored bytes were valid JSON at ingest, so this is never expected;
+                        // the row stays leased rather than being claimed again at once.
+                        tracing::error!(request_id, "stored params are not valid JSON");
+                        continue;
+                    };
+                    claimed.push(ClaimedRequest {
+                        request: RequestKey {
+                            batch: pk,
+                            request: request_id,
+                            lease,
+                        },
+                        custom_id: row.get(1)?,
+                        params,
+                    });
+                }
             }
         }
     }
@@ -570,4 +596,25 @@ pub(crate) fn archive(
 
 pub(crate) fn release_all_leases(conn: &mut Connection) -> rusqlite::Result<u64> {
     Ok(conn.execute("UPDATE queue SET lease_until = 0 WHERE lease_until > 0", [])? as u64)
+}
+
+pub(crate) fn release(conn: &mut Connection, requests: &[RequestKey]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut release = tx.prepare_cached(
+            "UPDATE queue SET lease_until = 0 WHERE request_id = ?1 AND lease_until = ?2",
+        )?;
+        for key in requests {
+            release.execute(params![key.request, key.lease])?;
+        }
+    }
+    tx.commit()
+}
+
+pub(crate) fn running_batches(conn: &Connection, now: Timestamp) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare_cached(
+        "SELECT pk FROM batches WHERE state IN (1, 2) AND state = 1 AND expires_at > ?1",
+    )?
+    .query_map([now.as_micros()], |r| r.get(0))?
+    .collect()
 }

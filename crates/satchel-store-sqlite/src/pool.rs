@@ -20,6 +20,8 @@ pub(crate) struct ClaimState {
     pub last_batch: i64,
     /// The last lease token handed out; tokens strictly increase.
     pub last_lease: i64,
+    /// Counts claims, to rotate which workspace is served first.
+    pub rotation: usize,
 }
 
 pub(crate) struct Writer {

@@ -1,6 +1,7 @@
-//! `satchel`: the one binary. `satchel serve` runs the server; the command line is a thin
-//! shell over `satchel-server`.
+//! `satchel`: the one binary. `satchel serve` runs the server, `satchel batch …` is the
+//! client, `satchel mock-upstream` a fake model server; each a thin shell over a library.
 
+mod mock;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -17,11 +18,15 @@ struct Cli {
 enum Command {
     /// Serve the Message Batches API (embedded SQLite store, emulator backend).
     Serve(serve::ServeArgs),
+    /// Run a fake model server (Anthropic and OpenAI formats) with latency and fault
+    /// injection, for tests and benchmarks.
+    MockUpstream(mock::MockArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::MockUpstream(args) => mock::run(args),
     }
 }

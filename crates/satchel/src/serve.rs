@@ -19,7 +19,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_DB", default_value = "./satchel.db")]
     db: PathBuf,
 
-    /// TOML config file; `[[api_keys]]` entries map a `key` to a `workspace`.
+    /// TOML config file: `[[api_keys]]` (key → workspace) and `[[backends]]` (model servers,
+    /// their models, limits and retries; without any, the emulator runs every model).
+    /// See satchel.example.toml.
     #[arg(long, env = "SATCHEL_CONFIG")]
     config: Option<PathBuf>,
 
@@ -54,7 +56,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_RETENTION", default_value = "29days", value_parser = parse_positive_duration)]
     retention: Duration,
 
-    /// Most requests running at once.
+    /// Most requests running at once, over all backends (each is also capped by its own
+    /// `max_concurrency`).
     #[arg(long, env = "SATCHEL_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: u32,
 
@@ -82,7 +85,9 @@ impl ServeArgs {
     fn into_config(self) -> anyhow::Result<ServerConfig> {
         let mut config = ServerConfig::new(self.listen, self.db);
         if let Some(path) = &self.config {
-            ConfigFile::load(path)?.add_keys_to(&mut config.keys);
+            let file = ConfigFile::load(path)?;
+            file.add_keys_to(&mut config.keys);
+            config.backends = file.backends;
         }
         for key in self
             .api_keys

@@ -198,3 +198,38 @@ async fn results_are_purged_after_retention_and_archived_at_set() {
     // Still deletable.
     assert_eq!(app.delete(id).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn workspaces_share_the_run_slots_fairly() {
+    let app = TestApp::spawn_with(|c| {
+        c.emulator.latency = Duration::from_millis(10);
+        c.dispatch.max_in_flight = 4;
+    })
+    .await;
+    // Workspace A floods with five batches; workspace B then submits one small batch.
+    let mut flood = Vec::new();
+    for _ in 0..5 {
+        flood.push(
+            app.create_ok(&requests(200, "flood")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let b = app.as_key(crate::helpers::KEY_B);
+    let small = b.create_ok(&requests(40, "small")).await;
+    b.wait_ended(small["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    let mut flood_done = 0;
+    for id in &flood {
+        flood_done += app.get(id).await.json()["request_counts"]["succeeded"]
+            .as_u64()
+            .unwrap();
+    }
+    // Half the slots went to B: A ran about as many requests as B meanwhile, not five
+    // times as many (which per-batch fairness alone would give).
+    assert!(
+        flood_done < 120,
+        "workspace A ran {flood_done} requests while B ran 40"
+    );
+}

@@ -1,0 +1,294 @@
+//! What keeps a route within what its model server can take: an adaptive concurrency cap,
+//! token buckets on requests and on estimated tokens per minute, and the retry policy.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+
+/// A route's limits as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Most requests in flight to the route at once (the adaptive cap never exceeds it).
+    pub max_concurrency: usize,
+    /// Requests per minute, if limited.
+    pub requests_per_minute: Option<NonZeroU32>,
+    /// Estimated tokens (input estimate + `max_tokens`) per minute, if limited.
+    pub tokens_per_minute: Option<NonZeroU32>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 64,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+        }
+    }
+}
+
+/// The live limits of one route.
+pub struct RouteLimits {
+    concurrency: Arc<AdaptiveConcurrency>,
+    requests: Option<DefaultDirectRateLimiter>,
+    tokens: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+}
+
+/// A quota of `per_minute` spread evenly with a burst of `burst`: the count over any window
+/// of `w` stays under `burst + rate × w` (a full minute's burst would allow a minute's worth
+/// at once).
+fn smooth_quota(per_minute: NonZeroU32, burst: NonZeroU32) -> Quota {
+    let period = Duration::from_secs(60) / per_minute.get();
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_minute(per_minute))
+        .allow_burst(burst)
+}
+
+impl RouteLimits {
+    pub fn new(config: &LimitsConfig) -> Self {
+        Self {
+            concurrency: Arc::new(AdaptiveConcurrency::new(config.max_concurrency)),
+            // Requests are spaced evenly: never more than one ahead of the configured rate.
+            requests: config
+                .requests_per_minute
+                .map(|rpm| RateLimiter::direct(smooth_quota(rpm, NonZeroU32::MIN))),
+            // Tokens come in lumps (one request's worth), so their bucket holds a second's
+            // worth, and a request never asks for more than that.
+            tokens: config.tokens_per_minute.map(|tpm| {
+                let burst = NonZeroU32::new(tpm.get() / 60).unwrap_or(NonZeroU32::MIN);
+                (RateLimiter::direct(smooth_quota(tpm, burst)), burst)
+            }),
+        }
+    }
+
+    /// Waits for a concurrency slot and for the rate limits to allow one request of about
+    /// `estimated_tokens`. Hold the permit for the duration of the attempt.
+    pub async fn admit(&self, estimated_tokens: u32) -> ConcurrencyPermit {
+        let permit = self.concurrency.clone().acquire().await;
+        if let Some(requests) = &self.requests {
+            requests.until_ready().await;
+        }
+        if let Some((tokens, burst)) = &self.tokens {
+            // A request larger than the bucket waits for a full bucket rather than forever.
+            let n =
+                NonZeroU32::new(estimated_tokens.clamp(1, burst.get())).unwrap_or(NonZeroU32::MIN);
+            let _ = tokens.until_n_ready(n).await;
+        }
+        permit
+    }
+
+    /// An attempt succeeded: the cap may grow back.
+    pub fn succeeded(&self) {
+        self.concurrency.grow();
+    }
+
+    /// The upstream said it is saturated: back off.
+    pub fn throttled(&self) {
+        self.concurrency.shrink();
+    }
+
+    pub(crate) fn limits_tokens(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// The current concurrency cap (for logs and tests).
+    pub fn current_concurrency(&self) -> usize {
+        self.concurrency.limit()
+    }
+}
+
+/// A concurrency cap that shrinks multiplicatively on throttling and grows back additively
+/// on success (AIMD), between 1 and the configured maximum.
+pub struct AdaptiveConcurrency {
+    max: usize,
+    state: Mutex<ConcurrencyState>,
+    freed: Notify,
+}
+
+struct ConcurrencyState {
+    limit: f64,
+    in_use: usize,
+    last_shrink: Option<Instant>,
+}
+
+/// Shrinking again sooner than this would punish one burst of 429s many times over.
+const SHRINK_SPACING: Duration = Duration::from_millis(250);
+
+impl AdaptiveConcurrency {
+    pub fn new(max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            max,
+            state: Mutex::new(ConcurrencyState {
+                limit: max as f64,
+                in_use: 0,
+                last_shrink: None,
+            }),
+            freed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConcurrencyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn limit(&self) -> usize {
+        (self.lock().limit as usize).max(1)
+    }
+
+    pub async fn acquire(self: Arc<Self>) -> ConcurrencyPermit {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.in_use < (state.limit as usize).max(1) {
+                    state.in_use += 1;
+                    return ConcurrencyPermit {
+                        owner: self.clone(),
+                    };
+                }
+            }
+            freed.await;
+        }
+    }
+
+    fn grow(&self) {
+        let mut state = self.lock();
+        state.limit = (state.limit + 1.0 / state.limit).min(self.max as f64);
+    }
+
+    fn shrink(&self) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if state
+            .last_shrink
+            .is_some_and(|at| now.duration_since(at) < SHRINK_SPACING)
+        {
+            return;
+        }
+        state.last_shrink = Some(now);
+        state.limit = (state.limit * 0.7).max(1.0);
+    }
+}
+
+/// A slot of an [`AdaptiveConcurrency`], given back on drop.
+pub struct ConcurrencyPermit {
+    owner: Arc<AdaptiveConcurrency>,
+}
+
+impl Drop for ConcurrencyPermit {
+    fn drop(&mut self) {
+        self.owner.lock().in_use -= 1;
+        self.owner.freed.notify_waiters();
+    }
+}
+
+/// How failed attempts are retried: the official SDKs' rules, with the attempt count ours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First backoff; doubles each retry.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The longest `retry-after` honoured; longer requests are capped to it.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 4,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (0 for the first retry): what the upstream asked
+    /// for if it did, else exponential backoff with jitter (×0.75–1).
+    pub fn delay(&self, retry: u32, asked: Option<Duration>) -> Duration {
+        if let Some(asked) = asked {
+            return asked.min(self.max_retry_after);
+        }
+        let exponential = self
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(retry))
+            .min(self.max_backoff);
+        exponential.mul_f64(1.0 - 0.25 * fastrand::f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_honours_retry_after_then_backs_off_with_jitter() {
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            policy.delay(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            policy.delay(0, Some(Duration::from_secs(600))),
+            Duration::from_secs(60)
+        );
+        for retry in 0..8 {
+            let d = policy.delay(retry, None);
+            let full = Duration::from_millis(500)
+                .saturating_mul(1 << retry)
+                .min(Duration::from_secs(8));
+            assert!(d <= full && d >= full.mul_f64(0.75), "{retry}: {d:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrency_shrinks_on_throttle_and_grows_back() {
+        let cap = Arc::new(AdaptiveConcurrency::new(10));
+        cap.shrink();
+        assert_eq!(cap.limit(), 7);
+        cap.shrink(); // too soon: one burst of throttling shrinks once
+        assert_eq!(cap.limit(), 7);
+        for _ in 0..200 {
+            cap.grow();
+        }
+        assert_eq!(cap.limit(), 10);
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_cap_at_once() {
+        let cap = Arc::new(AdaptiveConcurrency::new(3));
+        let held: Vec<_> = futures::future::join_all((0..3).map(|_| cap.clone().acquire())).await;
+        let fourth = tokio::time::timeout(Duration::from_millis(50), cap.clone().acquire()).await;
+        assert!(fourth.is_err(), "a fourth slot must wait");
+        drop(held);
+        let fourth = tokio::time::timeout(Duration::from_millis(500), cap.clone().acquire()).await;
+        assert!(fourth.is_ok());
+    }
+
+    #[tokio::test]
+    async fn requests_per_minute_are_spread_evenly() {
+        let limits = RouteLimits::new(&LimitsConfig {
+            max_concurrency: 100,
+            requests_per_minute: NonZeroU32::new(1200), // 20/s, evenly spaced
+            tokens_per_minute: None,
+        });
+        let started = Instant::now();
+        for _ in 0..21 {
+            drop(limits.admit(1).await);
+        }
+        // One at once, then 20 more at 20/s: a second, never less.
+        assert!(
+            started.elapsed() >= Duration::from_millis(990),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

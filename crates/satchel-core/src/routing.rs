@@ -1,0 +1,197 @@
+//! Which backend runs a request: routes matched on the request's `model`, each with its own
+//! limits and retry policy. The default is one route, the emulator, for every model.
+
+use std::sync::Arc;
+
+use satchel_wire::ErrorType;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use wildmatch::WildMatch;
+
+use crate::backend::{Backend, Failure};
+use crate::limits::{LimitsConfig, RetryPolicy, RouteLimits};
+
+/// One backend with its limits and retry policy.
+pub struct Route {
+    pub name: String,
+    pub backend: Arc<dyn Backend>,
+    pub limits: RouteLimits,
+    pub retry: RetryPolicy,
+}
+
+impl Route {
+    pub fn new(
+        name: impl Into<String>,
+        backend: Arc<dyn Backend>,
+        limits: &LimitsConfig,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            backend,
+            limits: RouteLimits::new(limits),
+            retry,
+        }
+    }
+}
+
+/// The routing table: the first route with a pattern matching the model wins.
+pub struct Routes {
+    table: Vec<(Vec<WildMatch>, Arc<Route>)>,
+    /// Whether any route limits tokens, so requests need a token estimate.
+    estimate_tokens: bool,
+}
+
+/// Where a request goes, and its estimated size in tokens (input bytes / 4 + `max_tokens`).
+pub struct Routed {
+    pub route: Arc<Route>,
+    pub estimated_tokens: u32,
+}
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    max_tokens: Option<serde_json::Number>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self {
+            table: Vec::new(),
+            estimate_tokens: false,
+        }
+    }
+
+    /// Adds a route for the models matching any of `patterns` (`*` and `?` wildcards).
+    pub fn add(&mut self, patterns: &[String], route: Route) {
+        self.estimate_tokens |= route.limits_tokens();
+        let patterns = patterns.iter().map(|p| WildMatch::new(p)).collect();
+        self.table.push((patterns, Arc::new(route)));
+    }
+
+    /// Every model to one route.
+    pub fn single(route: Route) -> Self {
+        let mut routes = Self::new();
+        routes.add(&["*".to_owned()], route);
+        routes
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.table.iter().map(|(_, route)| route)
+    }
+
+    /// The route for a request, or the failure that ends it: a missing `model`, or one that
+    /// no backend serves (`not_found_error`, as the API answers an unknown model).
+    pub fn route(&self, params: &RawValue) -> Result<Routed, Failure> {
+        // With one catch-all route and no token limits there is nothing to read.
+        if let [(patterns, route)] = self.table.as_slice()
+            && !self.estimate_tokens
+            && patterns.iter().any(|p| p.matches(""))
+        {
+            return Ok(Routed {
+                route: route.clone(),
+                estimated_tokens: 0,
+            });
+        }
+        let Ok(head) = serde_json::from_str::<Head<'_>>(params.get()) else {
+            return Err(Failure::fatal(
+                ErrorType::InvalidRequestError,
+                "Input should be a valid dictionary",
+            ));
+        };
+        let Some(model) = head.model else {
+            return Err(Failure::fatal(
+                ErrorType::InvalidRequestError,
+                "model: Field required",
+            ));
+        };
+        let Ok(model) = serde_json::from_str::<std::borrow::Cow<'_, str>>(model.get()) else {
+            return Err(Failure::fatal(
+                ErrorType::InvalidRequestError,
+                "model: Input should be a valid string",
+            ));
+        };
+        let Some((_, route)) = self
+            .table
+            .iter()
+            .find(|(patterns, _)| patterns.iter().any(|p| p.matches(&model)))
+        else {
+            return Err(Failure::fatal(
+                ErrorType::NotFoundError,
+                format!("model: {model}"),
+            ));
+        };
+        let max_tokens = head.max_tokens.and_then(|n| n.as_u64()).unwrap_or(0);
+        let estimate = (params.get().len() as u64 / 4).saturating_add(max_tokens);
+        Ok(Routed {
+            route: route.clone(),
+            estimated_tokens: u32::try_from(estimate).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Route {
+    fn limits_tokens(&self) -> bool {
+        self.limits.limits_tokens()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::Emulator;
+
+    fn route(name: &str) -> Route {
+        Route::new(
+            name,
+            Arc::new(Emulator::default()),
+            &LimitsConfig::default(),
+            RetryPolicy::default(),
+        )
+    }
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn first_matching_pattern_wins_and_unknown_models_are_not_found() {
+        let mut routes = Routes::new();
+        routes.add(&["claude-*".into()], route("anthropic"));
+        routes.add(&["qwen*".into(), "llama-?".into()], route("vllm"));
+        let name = |params: &str| routes.route(&raw(params)).map(|r| r.route.name.clone());
+        assert_eq!(
+            name(r#"{"model":"claude-sonnet-4-5","max_tokens":1}"#).unwrap(),
+            "anthropic"
+        );
+        assert_eq!(name(r#"{"model":"qwen2.5-7b"}"#).unwrap(), "vllm");
+        assert_eq!(name(r#"{"model":"llama-3"}"#).unwrap(), "vllm");
+        let unknown = name(r#"{"model":"gpt-4o"}"#).unwrap_err();
+        assert_eq!(
+            (unknown.kind, unknown.message.as_str()),
+            (ErrorType::NotFoundError, "model: gpt-4o")
+        );
+        assert!(!unknown.is_retryable());
+        assert_eq!(
+            name(r#"{"max_tokens":1}"#).unwrap_err().message,
+            "model: Field required"
+        );
+    }
+
+    #[test]
+    fn estimates_tokens_from_bytes_and_max_tokens() {
+        let mut routes = Routes::new();
+        routes.add(&["*".into()], route("a"));
+        routes.add(&["x".into()], route("b"));
+        let params = raw(r#"{"model":"m","max_tokens":100,"messages":[]}"#);
+        let routed = routes.route(&params).unwrap();
+        assert_eq!(routed.estimated_tokens, params.get().len() as u32 / 4 + 100);
+    }
+}

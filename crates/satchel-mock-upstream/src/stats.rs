@@ -1,0 +1,63 @@
+//! What the mock saw, for tests and benchmarks to read at `GET /stats`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    first: Option<Instant>,
+    /// Arrival of each request, in milliseconds since the first.
+    arrivals_ms: Vec<f64>,
+    statuses: BTreeMap<u16, u64>,
+    /// Requests told to retry: when, and after how long.
+    waiting: HashMap<u64, (Instant, Duration)>,
+    /// For each retry of such a request: (observed gap, asked gap) in milliseconds.
+    retry_gaps_ms: Vec<(f64, f64)>,
+}
+
+impl Stats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn arrived(&self, key: u64) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let first = *inner.first.get_or_insert(now);
+        inner
+            .arrivals_ms
+            .push(now.duration_since(first).as_secs_f64() * 1000.0);
+        if let Some((asked_at, asked)) = inner.waiting.remove(&key) {
+            let gap = now.duration_since(asked_at).as_secs_f64() * 1000.0;
+            inner
+                .retry_gaps_ms
+                .push((gap, asked.as_secs_f64() * 1000.0));
+        }
+    }
+
+    pub(crate) fn asked_to_retry(&self, key: u64, after: Duration) {
+        self.lock().waiting.insert(key, (Instant::now(), after));
+    }
+
+    pub(crate) fn answered(&self, status: u16) {
+        *self.lock().statuses.entry(status).or_default() += 1;
+    }
+
+    pub(crate) fn report(&self) -> Value {
+        let inner = self.lock();
+        json!({
+            "requests": inner.arrivals_ms.len(),
+            "statuses": inner.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "arrivals_ms": inner.arrivals_ms,
+            "retry_gaps_ms": inner.retry_gaps_ms.iter().map(|(gap, asked)| json!({"gap": gap, "asked": asked})).collect::<Vec<_>>(),
+        })
+    }
+}

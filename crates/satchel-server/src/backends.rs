@@ -1,0 +1,182 @@
+//! The routing table from the configuration: each `[[backends]]` entry becomes a backend
+//! with its limits and retry policy; with none, the emulator serves every model.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use satchel_core::Backend;
+use satchel_core::emulator::{Emulator, EmulatorConfig};
+use satchel_core::limits::{LimitsConfig, RetryPolicy};
+use satchel_core::routing::{Route, Routes};
+use satchel_upstream::{AnthropicBackend, HttpOptions, OpenAiBackend};
+
+use crate::config::{BackendKind, ConfigError, ServerConfig};
+
+/// The routes, and the total concurrency they can use (the dispatcher leases no more, so
+/// requests wait in the store, where claims are fair across batches, not in a route).
+pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
+    if config.backends.is_empty() {
+        let limits = LimitsConfig {
+            max_concurrency: config.dispatch.max_in_flight,
+            ..LimitsConfig::default()
+        };
+        let emulator = Arc::new(Emulator::new(config.emulator.clone()));
+        let route = Route::new(
+            "emulator",
+            emulator,
+            &limits,
+            RetryPolicy {
+                max_retries: 0,
+                ..RetryPolicy::default()
+            },
+        );
+        return Ok((Routes::single(route), config.dispatch.max_in_flight));
+    }
+    let mut routes = Routes::new();
+    let mut total = 0usize;
+    let mut names = std::collections::HashSet::new();
+    for entry in &config.backends {
+        let problem = |problem: String| ConfigError::Backend {
+            backend: entry.name.clone(),
+            problem,
+        };
+        if !names.insert(entry.name.clone()) {
+            return Err(problem("the name is used twice".into()));
+        }
+        if entry.models.is_empty() {
+            return Err(problem("`models` is empty: it would serve nothing".into()));
+        }
+        if entry.max_concurrency == 0 {
+            return Err(problem("`max_concurrency` must be at least 1".into()));
+        }
+        let duration = |field: &str, text: &str| {
+            humantime::parse_duration(text).map_err(|e| problem(format!("`{field}` {text:?}: {e}")))
+        };
+        let options = HttpOptions {
+            timeout: duration("timeout", &entry.timeout)?,
+            connect_timeout: duration("connect_timeout", &entry.connect_timeout)?,
+        };
+        let backend: Arc<dyn Backend> = match entry.kind {
+            BackendKind::Emulator => Arc::new(Emulator::new(EmulatorConfig {
+                latency: entry
+                    .latency
+                    .as_deref()
+                    .map(|l| duration("latency", l))
+                    .transpose()?
+                    .unwrap_or_default(),
+                error_rate: entry.error_rate.unwrap_or(0.0).clamp(0.0, 1.0),
+            })),
+            kind @ (BackendKind::Anthropic | BackendKind::Openai) => {
+                let base_url = entry
+                    .base_url
+                    .as_deref()
+                    .ok_or_else(|| problem("`base_url` is required".into()))?;
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    return Err(problem(format!(
+                        "`base_url` {base_url:?} must start with http:// or https://"
+                    )));
+                }
+                let api_key = match &entry.api_key_env {
+                    Some(var) => Some(std::env::var(var).map_err(|_| {
+                        problem(format!(
+                            "the environment variable {var} (api_key_env) is not set"
+                        ))
+                    })?),
+                    None => None,
+                };
+                let built = match kind {
+                    BackendKind::Anthropic => AnthropicBackend::new(base_url, api_key, options)
+                        .map(|b| Arc::new(b) as Arc<dyn Backend>),
+                    _ => OpenAiBackend::new(base_url, api_key, options)
+                        .map(|b| Arc::new(b) as Arc<dyn Backend>),
+                };
+                built.map_err(|e| problem(e.to_string()))?
+            }
+        };
+        let limits = LimitsConfig {
+            max_concurrency: entry.max_concurrency,
+            requests_per_minute: entry.requests_per_minute.and_then(NonZeroU32::new),
+            tokens_per_minute: entry.tokens_per_minute.and_then(NonZeroU32::new),
+        };
+        let retry = RetryPolicy {
+            max_retries: entry.max_retries,
+            initial_backoff: duration("initial_backoff", &entry.initial_backoff)?,
+            max_backoff: duration("max_backoff", &entry.max_backoff)?,
+            max_retry_after: Duration::from_secs(60),
+        };
+        total += entry.max_concurrency;
+        routes.add(
+            &entry.models,
+            Route::new(entry.name.clone(), backend, &limits, retry),
+        );
+    }
+    Ok((routes, total.min(config.dispatch.max_in_flight.max(1))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(backends: &str) -> ServerConfig {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), "x.db".into());
+        config.backends = toml::from_str::<crate::ConfigFile>(backends)
+            .unwrap()
+            .backends;
+        config
+    }
+
+    fn problem(backends: &str) -> String {
+        match build(&config(backends)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("expected a configuration error"),
+        }
+    }
+
+    #[test]
+    fn without_backends_the_emulator_serves_everything() {
+        let (routes, capacity) = build(&config("")).unwrap();
+        assert_eq!(
+            routes.routes().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["emulator"]
+        );
+        assert_eq!(capacity, 512);
+    }
+
+    #[test]
+    fn capacity_is_the_routes_total_capped_by_max_in_flight() {
+        let two = "[[backends]]\nname = \"a\"\nkind = \"emulator\"\nmax_concurrency = 8\n\
+                   [[backends]]\nname = \"b\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:1\"\nmax_concurrency = 4\n";
+        assert_eq!(build(&config(two)).unwrap().1, 12);
+        let big = "[[backends]]\nname = \"a\"\nkind = \"emulator\"\nmax_concurrency = 5000\n";
+        assert_eq!(build(&config(big)).unwrap().1, 512);
+    }
+
+    #[test]
+    fn configuration_mistakes_are_named() {
+        assert_eq!(
+            problem("[[backends]]\nname = \"x\"\nkind = \"openai\"\n"),
+            "backend \"x\": `base_url` is required"
+        );
+        assert_eq!(
+            problem(
+                "[[backends]]\nname = \"x\"\nkind = \"openai\"\nbase_url = \"http://h\"\napi_key_env = \"SATCHEL_TEST_SURELY_UNSET\"\n"
+            ),
+            "backend \"x\": the environment variable SATCHEL_TEST_SURELY_UNSET (api_key_env) is not set"
+        );
+        assert_eq!(
+            problem(
+                "[[backends]]\nname = \"x\"\nkind = \"emulator\"\n[[backends]]\nname = \"x\"\nkind = \"emulator\"\n"
+            ),
+            "backend \"x\": the name is used twice"
+        );
+        assert!(
+            problem("[[backends]]\nname = \"x\"\nkind = \"emulator\"\ntimeout = \"soon\"\n")
+                .contains("`timeout`")
+        );
+        assert!(
+            problem("[[backends]]\nname = \"x\"\nkind = \"anthropic\"\nbase_url = \"ftp://h\"\n")
+                .contains("must start with http")
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! The store conformance suite: what every [`Store`] engine must do, written once.
+//!
+//! Each behaviour is a `pub async fn` taking a fresh store; [`store_conformance!`] expands to
+//! one `#[tokio::test]` per behaviour for an engine, given an expression that opens a fresh,
+//! empty store. The SQLite engine runs it now; PostgreSQL will run the same.
+//!
+//! These functions panic on a broken rule (they are tests).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use satchel_core::Store;
+use satchel_core::model::{
+    ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, NewRequest, OutcomeKind,
+    Settlement,
+};
+use satchel_core::result_line;
+use satchel_wire::{ProcessingStatus, Timestamp, ids};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+/// Expands to one test per behaviour; `$open` is an async expression giving a fresh store
+/// (`Arc<dyn Store>`) and anything that must live as long as it.
+#[macro_export]
+macro_rules! store_conformance {
+    ($open:expr) => {
+        $crate::store_conformance!(@tests $open;
+            create_is_all_or_nothing,
+            batches_are_scoped_to_their_workspace,
+            list_pages_newest_first_both_ways,
+            every_request_settles_exactly_once,
+            a_stale_lease_cannot_settle,
+            claims_are_fair_across_batches,
+            cancel_ends_unleased_requests_and_in_flight_ones_finish,
+            expiry_ends_what_has_not_started,
+            released_requests_of_a_canceled_batch_end_canceled,
+            delete_only_when_ended,
+            archive_purges_results_and_keeps_the_batch,
+            leases_released_at_start_run_again,
+        );
+    };
+    (@tests $open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $open;
+                $crate::$name(store).await;
+            }
+        )*
+    };
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn new_batch(workspace: &str, now: Timestamp) -> NewBatch {
+    NewBatch {
+        id: ids::new_batch_id(),
+        workspace: workspace.into(),
+        created_at: now,
+        expires_at: now.plus(24 * HOUR),
+    }
+}
+
+fn request(i: usize) -> NewRequest {
+    let params = format!(
+        r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":"hi {i}"}}]}}"#
+    );
+    NewRequest {
+        custom_id: format!("r{i}"),
+        params: RawValue::from_string(params).unwrap(),
+    }
+}
+
+/// Creates a committed batch of `n` requests, sent in chunks of 300.
+async fn create(store: &Arc<dyn Store>, workspace: &str, n: usize, now: Timestamp) -> String {
+    let batch = new_batch(workspace, now);
+    let id = batch.id.clone();
+    let (tx, rx) = mpsc::channel(4);
+    let feed = async move {
+        let mut chunk = Vec::new();
+        for i in 0..n {
+            chunk.push(request(i));
+            if chunk.len() == 300 {
+                tx.send(IngestChunk::Requests(std::mem::take(&mut chunk)))
+                    .await
+                    .unwrap();
+            }
+        }
+        if !chunk.is_empty() {
+            tx.send(IngestChunk::Requests(chunk)).await.unwrap();
+        }
+        tx.send(IngestChunk::Commit).await.unwrap();
+    };
+    let (record, ()) = tokio::join!(store.create_batch(batch, rx), feed);
+    let record = record.unwrap();
+    assert_eq!(record.status, ProcessingStatus::InProgress);
+    assert_eq!(record.counts.processing, n as u64);
+    id
+}
+
+fn settle_ok(claimed: &[ClaimedRequest]) -> Vec<Settlement> {
+    claimed
+        .iter()
+        .map(|c| Settlement {
+            request: c.request,
+            kind: OutcomeKind::Succeeded,
+            line: result_line::succeeded(
+                &c.custom_id,
+                &RawValue::from_string("{}".into()).unwrap(),
+            ),
+        })
+        .collect()
+}
+
+async fn lines(store: &Arc<dyn Store>, workspace: &str, id: &str) -> Vec<serde_json::Value> {
+    let mut body = Vec::new();
+    let mut stream = store.results(workspace, id);
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk.unwrap());
+    }
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn get(
+    store: &Arc<dyn Store>,
+    workspace: &str,
+    id: &str,
+) -> satchel_core::model::BatchRecord {
+    store
+        .get_batch(workspace, id)
+        .await
+        .unwrap()
+        .expect("batch exists")
+}
+
+/// Runs every runnable request to success.
+async fn drain(store: &Arc<dyn Store>, now: Timestamp) {
+    loop {
+        let claimed = store.claim(500, now, now.plus(HOUR)).await.unwrap();
+        if claimed.is_empty() {
+            return;
+        }
+        store.settle(settle_ok(&claimed), now).await.unwrap();
+    }
+}
+
+pub async fn create_is_all_or_nothing(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let batch = new_batch("w", now);
+    let id = batch.id.clone();
+    let (tx, rx) = mpsc::channel(4);
+    let feed = async move {
+        tx.send(IngestChunk::Requests((0..500).map(request).collect()))
+            .await
+            .unwrap();
+        // Dropped without Commit: the body turned out bad.
+    };
+    let (outcome, ()) = tokio::join!(store.create_batch(batch, rx), feed);
+    assert!(outcome.is_err());
+    assert!(store.get_batch("w", &id).await.unwrap().is_none());
+    assert!(
+        store
+            .list_batches("w", &ListCursor::Start, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim(100, now, now.plus(HOUR))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing runnable"
+    );
+}
+
+pub async fn batches_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "a", 3, now).await;
+    assert!(store.get_batch("b", &id).await.unwrap().is_none());
+    assert!(store.cancel_batch("b", &id, now).await.unwrap().is_none());
+    assert_eq!(
+        store.delete_batch("b", &id).await.unwrap(),
+        DeleteOutcome::NotFound
+    );
+    assert!(
+        store
+            .list_batches("b", &ListCursor::Start, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(get(&store, "a", &id).await.workspace, "a");
+}
+
+pub async fn list_pages_newest_first_both_ways(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(create(&store, "w", 1, now).await);
+    }
+    ids.reverse(); // newest first
+    let page = |batches: Vec<satchel_core::model::BatchRecord>| {
+        batches.into_iter().map(|b| b.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        page(
+            store
+                .list_batches("w", &ListCursor::Start, 10)
+                .await
+                .unwrap()
+        ),
+        ids
+    );
+    // One extra when more exist.
+    assert_eq!(
+        page(
+            store
+                .list_batches("w", &ListCursor::Start, 2)
+                .await
+                .unwrap()
+        ),
+        ids[..3]
+    );
+    assert_eq!(
+        page(
+            store
+                .list_batches("w", &ListCursor::After(ids[1].clone()), 2)
+                .await
+                .unwrap()
+        ),
+        ids[2..5]
+    );
+    assert_eq!(
+        page(
+            store
+                .list_batches("w", &ListCursor::Before(ids[3].clone()), 2)
+                .await
+                .unwrap()
+        )
+        .len(),
+        3
+    );
+    assert_eq!(
+        page(
+            store
+                .list_batches("w", &ListCursor::Before(ids[3].clone()), 2)
+                .await
+                .unwrap()
+        )[..2],
+        ids[1..3]
+    );
+    assert_eq!(
+        page(
+            store
+                .list_batches("w", &ListCursor::Before(ids[1].clone()), 5)
+                .await
+                .unwrap()
+        ),
+        ids[..1]
+    );
+}
+
+pub async fn every_request_settles_exactly_once(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 1_000, now).await;
+    let first = store.claim(400, now, now.plus(HOUR)).await.unwrap();
+    assert_eq!(first.len(), 400);
+    // Leased requests are not claimed again while the lease holds.
+    let second = store.claim(1_000, now, now.plus(HOUR)).await.unwrap();
+    assert_eq!(second.len(), 600);
+    store.settle(settle_ok(&first), now).await.unwrap();
+    // Settling the same outcomes again changes nothing.
+    store.settle(settle_ok(&first), now).await.unwrap();
+    let mid = get(&store, "w", &id).await;
+    assert_eq!((mid.counts.succeeded, mid.counts.processing), (400, 600));
+    assert_eq!(mid.status, ProcessingStatus::InProgress);
+    store.settle(settle_ok(&second), now).await.unwrap();
+    let ended = get(&store, "w", &id).await;
+    assert_eq!(ended.status, ProcessingStatus::Ended);
+    assert_eq!(ended.counts.succeeded, 1_000);
+    assert!(ended.ended_at.is_some());
+    let lines = lines(&store, "w", &id).await;
+    assert_eq!(lines.len(), 1_000);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["custom_id"], format!("r{i}"), "submission order");
+    }
+    assert!(
+        store
+            .claim(10, now, now.plus(HOUR))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn a_stale_lease_cannot_settle(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 1, now).await;
+    let old = store
+        .claim(1, now, now.plus(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    // The lease runs out and another worker takes the request over.
+    let later = now.plus(Duration::from_secs(2));
+    let new = store.claim(1, later, later.plus(HOUR)).await.unwrap();
+    assert_eq!(new.len(), 1, "an expired lease is claimable again");
+    assert_ne!(old[0].request.lease, new[0].request.lease);
+    store.settle(settle_ok(&old), later).await.unwrap();
+    assert_eq!(
+        get(&store, "w", &id).await.counts.processing,
+        1,
+        "the stale outcome was ignored"
+    );
+    store.settle(settle_ok(&new), later).await.unwrap();
+    let ended = get(&store, "w", &id).await;
+    assert_eq!((ended.counts.succeeded, ended.counts.processing), (1, 0));
+    assert_eq!(lines(&store, "w", &id).await.len(), 1);
+}
+
+pub async fn claims_are_fair_across_batches(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let first = create(&store, "w", 1_000, now).await;
+    let second = create(&store, "w", 1_000, now).await;
+    let other = create(&store, "x", 1_000, now).await;
+    let claimed = store.claim(40, now, now.plus(HOUR)).await.unwrap();
+    assert_eq!(claimed.len(), 40);
+    let mut shares: Vec<u64> = Vec::new();
+    for (id, workspace) in [(&first, "w"), (&second, "w"), (&other, "x")] {
+        let batch = get(&store, workspace, id).await;
+        shares.push(batch.counts.processing);
+    }
+    // Each workspace gets half the room; the two batches of w split theirs.
+    let mut per_batch = std::collections::BTreeMap::<i64, u64>::new();
+    for c in &claimed {
+        *per_batch.entry(c.request.batch).or_default() += 1;
+    }
+    let mut per_batch: Vec<u64> = per_batch.into_values().collect();
+    per_batch.sort_unstable();
+    assert_eq!(
+        per_batch,
+        [10, 10, 20],
+        "x gets half, w's half is split between its batches"
+    );
+    assert_eq!(shares, [1_000, 1_000, 1_000], "leasing moves no counts");
+}
+
+pub async fn cancel_ends_unleased_requests_and_in_flight_ones_finish(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 100, now).await;
+    let in_flight = store.claim(10, now, now.plus(HOUR)).await.unwrap();
+    let canceled = store.cancel_batch("w", &id, now).await.unwrap().unwrap();
+    assert_eq!(canceled.status, ProcessingStatus::Canceling);
+    assert_eq!(
+        (canceled.counts.canceled, canceled.counts.processing),
+        (90, 10)
+    );
+    assert_eq!(canceled.cancel_initiated_at, Some(now));
+    assert!(
+        store
+            .claim(100, now, now.plus(HOUR))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a canceling batch runs nothing new"
+    );
+    // Cancel again: unchanged.
+    let again = store
+        .cancel_batch("w", &id, now.plus(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, canceled);
+    store.settle(settle_ok(&in_flight), now).await.unwrap();
+    let ended = get(&store, "w", &id).await;
+    assert_eq!(ended.status, ProcessingStatus::Ended);
+    assert_eq!((ended.counts.succeeded, ended.counts.canceled), (10, 90));
+    let lines = lines(&store, "w", &id).await;
+    assert_eq!(lines.len(), 100);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["result"]["type"] == "canceled")
+            .count(),
+        90
+    );
+}
+
+pub async fn expiry_ends_what_has_not_started(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 50, now).await;
+    let in_flight = store.claim(5, now, now.plus(48 * HOUR)).await.unwrap();
+    let after_expiry = now.plus(25 * HOUR);
+    assert!(
+        store
+            .claim(10, after_expiry, after_expiry.plus(HOUR))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing starts after expires_at"
+    );
+    assert_eq!(store.sweep_unrunnable(after_expiry).await.unwrap(), 45);
+    let batch = get(&store, "w", &id).await;
+    assert_eq!((batch.counts.expired, batch.counts.processing), (45, 5));
+    assert_eq!(
+        batch.status,
+        ProcessingStatus::InProgress,
+        "in-flight requests still finish"
+    );
+    store
+        .settle(settle_ok(&in_flight), after_expiry)
+        .await
+        .unwrap();
+    let ended = get(&store, "w", &id).await;
+    assert_eq!(ended.status, ProcessingStatus::Ended);
+    assert_eq!(ended.ended_at, Some(after_expiry));
+    assert_eq!(
+        lines(&store, "w", &id)
+            .await
+            .iter()
+            .filter(|l| l["result"]["type"] == "expired")
+            .count(),
+        45
+    );
+}
+
+pub async fn released_requests_of_a_canceled_batch_end_canceled(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 20, now).await;
+    let waiting = store.claim(20, now, now.plus(HOUR)).await.unwrap();
+    assert_eq!(store.running_batches(now).await.unwrap().len(), 1);
+    store.cancel_batch("w", &id, now).await.unwrap();
+    assert!(store.running_batches(now).await.unwrap().is_empty());
+    // The dispatcher gives back the ones that had not started.
+    store
+        .release(waiting.iter().map(|c| c.request).collect())
+        .await
+        .unwrap();
+    assert_eq!(store.sweep_unrunnable(now).await.unwrap(), 20);
+    let ended = get(&store, "w", &id).await;
+    assert_eq!(
+        (ended.status, ended.counts.canceled),
+        (ProcessingStatus::Ended, 20)
+    );
+}
+
+pub async fn delete_only_when_ended(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 5, now).await;
+    assert_eq!(
+        store.delete_batch("w", &id).await.unwrap(),
+        DeleteOutcome::NotEnded
+    );
+    drain(&store, now).await;
+    assert_eq!(
+        store.delete_batch("w", &id).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(store.get_batch("w", &id).await.unwrap().is_none());
+    assert_eq!(
+        store.delete_batch("w", &id).await.unwrap(),
+        DeleteOutcome::NotFound
+    );
+    assert!(lines(&store, "w", &id).await.is_empty());
+}
+
+pub async fn archive_purges_results_and_keeps_the_batch(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 5, now).await;
+    drain(&store, now).await;
+    let later = now.plus(30 * 24 * HOUR);
+    assert_eq!(
+        store
+            .archive(now.minus(Duration::from_secs(1)), later)
+            .await
+            .unwrap(),
+        0,
+        "not yet due"
+    );
+    assert_eq!(store.archive(now, later).await.unwrap(), 1);
+    let batch = get(&store, "w", &id).await;
+    assert_eq!(batch.archived_at, Some(later));
+    assert_eq!(batch.counts.succeeded, 5);
+    assert!(lines(&store, "w", &id).await.is_empty());
+    assert_eq!(store.archive(now, later).await.unwrap(), 0, "archived once");
+}
+
+pub async fn leases_released_at_start_run_again(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 10, now).await;
+    let lost = store.claim(10, now, now.plus(HOUR)).await.unwrap();
+    assert_eq!(store.release_all_leases().await.unwrap(), 10);
+    let again = store.claim(10, now, now.plus(HOUR)).await.unwrap();
+    assert_eq!(again.len(), 10);
+    store.settle(settle_ok(&lost), now).await.unwrap();
+    store.settle(settle_ok(&again), now).await.unwrap();
+    let ended = get(&store, "w", &id).await;
+    assert_eq!(ended.counts.succeeded, 10);
+    assert_eq!(lines(&store, "w", &id).await.len(), 10);
+}

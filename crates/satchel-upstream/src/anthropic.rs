@@ -1,0 +1,70 @@
+//! The Anthropic-format backend: `POST {base}/v1/messages` with the request's `params` exactly
+//! as received, the reply's `Message` stored exactly as it came.
+
+use async_trait::async_trait;
+use satchel_core::{Attempt, Backend};
+use serde_json::value::RawValue;
+
+use crate::http::{self, HttpOptions, UpstreamError};
+
+/// The `anthropic-version` sent upstream.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+pub struct AnthropicBackend {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    options: HttpOptions,
+}
+
+impl AnthropicBackend {
+    pub fn new(
+        base_url: &str,
+        api_key: Option<String>,
+        options: HttpOptions,
+    ) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            http: http::client(&options)?,
+            url: crate::endpoint(base_url, "messages"),
+            api_key,
+            options,
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for AnthropicBackend {
+    async fn send(&self, params: &RawValue) -> Attempt {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .body(params.get().to_owned());
+        if let Some(key) = &self.api_key {
+            request = request.header("x-api-key", key);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Attempt::Failed(http::transport_failure(&e, &self.options)),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => return Attempt::Failed(http::transport_failure(&e, &self.options)),
+        };
+        if !status.is_success() {
+            return Attempt::Failed(http::status_failure(status, &headers, &body));
+        }
+        let text = match String::from_utf8(body.to_vec()) {
+            Ok(text) => text,
+            Err(e) => return Attempt::Failed(http::malformed(e)),
+        };
+        match RawValue::from_string(text) {
+            Ok(message) if message.get().trim_start().starts_with('{') => Attempt::Message(message),
+            Ok(_) => Attempt::Failed(http::malformed("not a JSON object")),
+            Err(e) => Attempt::Failed(http::malformed(e)),
+        }
+    }
+}

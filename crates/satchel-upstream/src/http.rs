@@ -1,0 +1,258 @@
+//! The HTTP side shared by the upstream backends: one pooled client per backend, and the
+//! classification of an upstream's answer into success, retryable or final failure.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use satchel_core::Failure;
+use satchel_wire::ErrorType;
+use serde::Deserialize;
+
+/// Connection settings of one backend.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+pub(crate) fn client(options: &HttpOptions) -> Result<reqwest::Client, UpstreamError> {
+    Ok(reqwest::Client::builder()
+        .timeout(options.timeout)
+        .connect_timeout(options.connect_timeout)
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+/// A transport failure: the connection failed, was reset, or the upstream did not answer in
+/// time. Always worth another attempt.
+pub(crate) fn transport_failure(e: &reqwest::Error, options: &HttpOptions) -> Failure {
+    if e.is_timeout() {
+        Failure::transient(
+            ErrorType::TimeoutError,
+            format!(
+                "the upstream did not answer within {}s",
+                options.timeout.as_secs_f64()
+            ),
+            None,
+        )
+    } else {
+        // The error's chain says what went wrong (refused, reset, closed early) without secrets.
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(inner) = source {
+            detail.push_str(": ");
+            detail.push_str(&inner.to_string());
+            source = inner.source();
+        }
+        Failure::transient(
+            ErrorType::ApiError,
+            format!("upstream connection failed: {detail}"),
+            None,
+        )
+    }
+}
+
+/// The error bodies upstreams send: Anthropic's `{"type":"error","error":{"type","message"}}`
+/// and OpenAI's `{"error":{"message","type"}}` both fit.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: Option<ErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    message: Option<String>,
+}
+
+/// A non-success status, with its headers and body, as a failure.
+pub(crate) fn status_failure(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Failure {
+    let detail = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.error);
+    let upstream_kind = detail
+        .as_ref()
+        .and_then(|d| d.kind.as_deref())
+        .and_then(|k| {
+            serde_json::from_value::<ErrorType>(serde_json::Value::String(k.to_owned())).ok()
+        });
+    let message = detail
+        .and_then(|d| d.message)
+        .unwrap_or_else(|| format!("upstream answered {status}"));
+    let kind = upstream_kind.unwrap_or_else(|| kind_for_status(status));
+    let after = retry_after(headers);
+    let mut failure = match status.as_u16() {
+        429 | 529 => Failure::throttled(kind, message, after),
+        408 | 409 | 500..=599 => Failure::transient(kind, message, after),
+        _ => Failure::fatal(kind, message),
+    };
+    // The upstream's explicit word beats the status, as in the official SDKs.
+    match headers.get("x-should-retry").and_then(|v| v.to_str().ok()) {
+        Some("true") if !failure.is_retryable() => {
+            failure = Failure::transient(failure.kind, failure.message, after)
+        }
+        Some("false") => failure = Failure::fatal(failure.kind, failure.message),
+        _ => {}
+    }
+    failure
+}
+
+fn kind_for_status(status: StatusCode) -> ErrorType {
+    match status.as_u16() {
+        401 => ErrorType::AuthenticationError,
+        402 => ErrorType::BillingError,
+        403 => ErrorType::PermissionError,
+        404 => ErrorType::NotFoundError,
+        408 | 504 => ErrorType::TimeoutError,
+        413 => ErrorType::RequestTooLarge,
+        429 => ErrorType::RateLimitError,
+        529 | 503 => ErrorType::OverloadedError,
+        400..=499 => ErrorType::InvalidRequestError,
+        _ => ErrorType::ApiError,
+    }
+}
+
+/// `retry-after-ms`, else `retry-after` (seconds, or an HTTP date).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = header("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// A 2xx body that is not what the upstream promised: worth another attempt.
+pub(crate) fn malformed(detail: impl std::fmt::Display) -> Failure {
+    Failure::transient(
+        ErrorType::ApiError,
+        format!("the upstream returned a malformed response: {detail}"),
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use satchel_core::Retry;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn statuses_are_classified_like_the_sdks() {
+        let none = HeaderMap::new();
+        let f = status_failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers(&[("retry-after", "2")]),
+            b"",
+        );
+        assert_eq!(
+            f.retry,
+            Retry::Throttled {
+                after: Some(Duration::from_secs(2))
+            }
+        );
+        assert_eq!(f.kind, ErrorType::RateLimitError);
+        let f = status_failure(
+            StatusCode::from_u16(529).unwrap(),
+            &none,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (ErrorType::OverloadedError, "Overloaded")
+        );
+        assert!(matches!(f.retry, Retry::Throttled { .. }));
+        assert!(status_failure(StatusCode::INTERNAL_SERVER_ERROR, &none, b"oops").is_retryable());
+        assert!(status_failure(StatusCode::CONFLICT, &none, b"").is_retryable());
+        let f = status_failure(StatusCode::BAD_REQUEST, &none, br#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}"#);
+        assert_eq!(
+            f,
+            Failure::fatal(ErrorType::InvalidRequestError, "max_tokens: Field required")
+        );
+        let f = status_failure(
+            StatusCode::NOT_FOUND,
+            &none,
+            br#"{"error":{"message":"The model `x` does not exist.","type":"NotFoundError"}}"#,
+        );
+        assert_eq!(
+            f,
+            Failure::fatal(ErrorType::NotFoundError, "The model `x` does not exist.")
+        );
+        assert!(
+            !status_failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &headers(&[("x-should-retry", "false")]),
+                b""
+            )
+            .is_retryable()
+        );
+        assert!(
+            status_failure(
+                StatusCode::BAD_REQUEST,
+                &headers(&[("x-should-retry", "true")]),
+                b""
+            )
+            .is_retryable()
+        );
+    }
+
+    #[test]
+    fn retry_after_in_all_its_forms() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after-ms", "1500")])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "0.25")])),
+            Some(Duration::from_millis(250))
+        );
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        let d = retry_after(&headers(&[("retry-after", &later)])).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+    }
+}

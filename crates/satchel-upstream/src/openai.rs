@@ -1,0 +1,85 @@
+//! The OpenAI-format backend: `params` translated to `POST {base}/v1/chat/completions`, the
+//! completion translated back to a `Message` ([`crate::translate`]).
+
+use async_trait::async_trait;
+use satchel_core::{Attempt, Backend, Failure};
+use satchel_wire::{ErrorType, ids};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::http::{self, HttpOptions, UpstreamError};
+use crate::translate;
+
+pub struct OpenAiBackend {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    options: HttpOptions,
+}
+
+impl OpenAiBackend {
+    pub fn new(
+        base_url: &str,
+        api_key: Option<String>,
+        options: HttpOptions,
+    ) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            http: http::client(&options)?,
+            url: crate::endpoint(base_url, "chat/completions"),
+            api_key,
+            options,
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for OpenAiBackend {
+    async fn send(&self, params: &RawValue) -> Attempt {
+        let params: Value = match serde_json::from_str(params.get()) {
+            Ok(params) => params,
+            Err(e) => {
+                return Attempt::Failed(Failure::fatal(
+                    ErrorType::InvalidRequestError,
+                    e.to_string(),
+                ));
+            }
+        };
+        let body = match translate::to_chat_request(&params) {
+            Ok(body) => body,
+            Err(e) => return Attempt::Failed(Failure::fatal(ErrorType::InvalidRequestError, e.0)),
+        };
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Attempt::Failed(http::transport_failure(&e, &self.options)),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => return Attempt::Failed(http::transport_failure(&e, &self.options)),
+        };
+        if !status.is_success() {
+            return Attempt::Failed(http::status_failure(status, &headers, &body));
+        }
+        let completion: Value = match serde_json::from_slice(&body) {
+            Ok(completion) => completion,
+            Err(e) => return Attempt::Failed(http::malformed(e)),
+        };
+        let message = match translate::to_message(&completion, &params, &ids::new_message_id()) {
+            Ok(message) => message,
+            Err(e) => return Attempt::Failed(http::malformed(e)),
+        };
+        match serde_json::value::to_raw_value(&message) {
+            Ok(raw) => Attempt::Message(raw),
+            Err(e) => Attempt::Failed(http::malformed(e)),
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Running batches on model servers: the real `satchel serve` process against the real
+//! `satchel mock-upstream` process, with faults, rate limits, retry-after and fairness.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Server, client_get, client_send};
+
+/// `satchel mock-upstream` on a free port.
+struct Mock {
+    child: Child,
+    base: String,
+}
+
+impl Mock {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_satchel"))
+            .args(["mock-upstream", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+        Self { child, base }
+    }
+
+    async fn stats(&self) -> Value {
+        let (status, body) = client_get(&format!("{}/stats", self.base)).await;
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a config with the given `[[backends]]` TOML and starts Satchel on it.
+async fn serve_with(dir: &Path, backends: &str) -> Server {
+    let config = dir.join("satchel.toml");
+    std::fs::write(&config, backends).unwrap();
+    Server::start(
+        &dir.join("satchel.db"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .await
+}
+
+fn requests(n: usize, model: &str, prefix: &str) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({"custom_id": format!("{prefix}{i}"), "params": {"model": model, "max_tokens": 32,
+                "messages": [{"role": "user", "content": format!("request {prefix}{i}")}]}})
+        })
+        .collect()
+}
+
+async fn create(server: &Server, requests: Vec<Value>) -> String {
+    let body = json!({ "requests": requests }).to_string();
+    let (status, reply) =
+        client_send("POST", &server.url("/v1/messages/batches"), Some(body)).await;
+    assert_eq!(status, 200, "{reply}");
+    serde_json::from_str::<Value>(&reply).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn batch(server: &Server, id: &str) -> Value {
+    let (_, body) = client_get(&server.url(&format!("/v1/messages/batches/{id}"))).await;
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn lines(server: &Server, id: &str) -> Vec<Value> {
+    let (status, body) =
+        client_get(&server.url(&format!("/v1/messages/batches/{id}/results"))).await;
+    assert_eq!(status, 200, "{body}");
+    body.split_terminator('\n')
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn thirty_percent_faults_end_every_request_exactly_once() {
+    let mock = Mock::start(&[
+        "--rate-429",
+        "0.08",
+        "--rate-529",
+        "0.05",
+        "--rate-500",
+        "0.07",
+        "--rate-hang",
+        "0.02",
+        "--rate-reset",
+        "0.04",
+        "--rate-malformed",
+        "0.04",
+        "--retry-after",
+        "50ms",
+        "--hang",
+        "30s",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        dir.path(),
+        &format!(
+            r#"[[backends]]
+name = "flaky"
+kind = "anthropic"
+base_url = "{}"
+max_concurrency = 64
+timeout = "1s"
+max_retries = 8
+initial_backoff = "20ms"
+max_backoff = "200ms"
+"#,
+            mock.base
+        ),
+    )
+    .await;
+    let n = 3_000;
+    let id = create(&server, requests(n, "claude-test", "r")).await;
+    let ended = server.wait_ended(&id, Duration::from_secs(180)).await;
+    let counts = &ended["request_counts"];
+    let (succeeded, errored) = (
+        counts["succeeded"].as_u64().unwrap(),
+        counts["errored"].as_u64().unwrap(),
+    );
+    assert_eq!(succeeded + errored, n as u64, "{ended}");
+
+    let lines = lines(&server, &id).await;
+    assert_eq!(lines.len(), n, "one line per request");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["custom_id"], format!("r{i}"), "in order, none twice");
+        match line["result"]["type"].as_str().unwrap() {
+            "succeeded" => assert_eq!(
+                line["result"]["message"]["content"][0]["text"],
+                format!("request r{i}")
+            ),
+            // Only a fault that outlasted every retry may end a request as errored.
+            "errored" => {
+                let kind = line["result"]["error"]["error"]["type"].as_str().unwrap();
+                assert!(
+                    [
+                        "api_error",
+                        "rate_limit_error",
+                        "overloaded_error",
+                        "timeout_error"
+                    ]
+                    .contains(&kind),
+                    "{line}"
+                );
+            }
+            other => panic!("unexpected {other}: {line}"),
+        }
+    }
+    let stats = mock.stats().await;
+    for status in ["429", "529", "500", "200"] {
+        assert!(
+            stats["statuses"][status].as_u64().unwrap_or(0) > 0,
+            "faults were injected: {stats}"
+        );
+    }
+    assert!(
+        stats["requests"].as_u64().unwrap() > n as u64 * 13 / 10,
+        "retries happened: {}",
+        stats["requests"]
+    );
+}
+
+#[tokio::test]
+async fn the_request_rate_never_exceeds_the_configured_limit() {
+    let mock = Mock::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        dir.path(),
+        &format!("[[backends]]\nname = \"limited\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nmax_concurrency = 100\nrequests_per_minute = 3000\n", mock.base),
+    )
+    .await;
+    let id = create(&server, requests(200, "claude-test", "r")).await;
+    server.wait_ended(&id, Duration::from_secs(60)).await;
+    let stats = mock.stats().await;
+    let arrivals: Vec<f64> = stats["arrivals_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(arrivals.len(), 200);
+    // 3000/min = 50/s, evenly spaced: no one-second window may hold more than 50 (+1 for
+    // where the window starts).
+    for (i, start) in arrivals.iter().enumerate() {
+        let in_window = arrivals[i..]
+            .iter()
+            .take_while(|t| **t < start + 1000.0)
+            .count();
+        assert!(
+            in_window <= 51,
+            "{in_window} requests within 1 s of {start} ms"
+        );
+    }
+    assert!(
+        arrivals.last().unwrap() >= &3_900.0,
+        "200 requests at 50/s take ~4 s"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_4xx_are_not_retried() {
+    let mock = Mock::start(&["--fail-first", "1", "--retry-after", "700ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        dir.path(),
+        &format!("[[backends]]\nname = \"slow-down\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nmax_concurrency = 16\ninitial_backoff = \"10ms\"\n", mock.base),
+    )
+    .await;
+    let mut batch_requests = requests(20, "claude-test", "ok");
+    // Missing max_tokens: the upstream answers 400 on the retry after the 429.
+    batch_requests.push(json!({"custom_id": "bad", "params": {"model": "claude-test", "messages": [{"role": "user", "content": "x"}]}}));
+    let id = create(&server, batch_requests).await;
+    let ended = server.wait_ended(&id, Duration::from_secs(60)).await;
+    assert_eq!(ended["request_counts"]["succeeded"], 20, "{ended}");
+    assert_eq!(ended["request_counts"]["errored"], 1, "{ended}");
+    let bad = lines(&server, &id).await.pop().unwrap();
+    assert_eq!(
+        bad["result"]["error"],
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}, "request_id": null})
+    );
+    let stats = mock.stats().await;
+    // Each request: one 429, then one answer. The 400 was final: no third attempt.
+    assert_eq!(stats["requests"], 42, "{stats}");
+    let gaps = stats["retry_gaps_ms"].as_array().unwrap();
+    assert_eq!(gaps.len(), 21);
+    for gap in gaps {
+        assert!(
+            gap["gap"].as_f64().unwrap() >= 700.0 - 5.0,
+            "retried before retry-after: {gap}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn openai_backends_translate_both_ways_and_unknown_models_are_not_found() {
+    let mock = Mock::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        dir.path(),
+        &format!(
+            "[[backends]]\nname = \"vllm\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodels = [\"qwen*\"]\n\n\
+             [[backends]]\nname = \"anthropic\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"claude-*\"]\n",
+            mock.base, mock.base
+        ),
+    )
+    .await;
+    let tool =
+        json!({"name": "lookup", "description": "Look it up", "input_schema": {"type": "object"}});
+    let id = create(
+        &server,
+        vec![
+            json!({"custom_id": "text", "params": {"model": "qwen2.5", "max_tokens": 2, "system": "terse",
+                "messages": [{"role": "user", "content": "abcdefghijkl"}]}}),
+            json!({"custom_id": "tool", "params": {"model": "qwen2.5", "max_tokens": 64, "tools": [tool],
+                "tool_choice": {"type": "any"}, "messages": [{"role": "user", "content": "find it"}]}}),
+            json!({"custom_id": "thinking", "params": {"model": "qwen2.5", "max_tokens": 64,
+                "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": [{"role": "user", "content": "hm"}]}}),
+            json!({"custom_id": "claude", "params": {"model": "claude-x", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}}),
+            json!({"custom_id": "unknown", "params": {"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}}),
+        ],
+    )
+    .await;
+    server.wait_ended(&id, Duration::from_secs(30)).await;
+    let lines = lines(&server, &id).await;
+    let text = &lines[0]["result"]["message"];
+    assert_eq!(
+        text["content"],
+        json!([{"type": "text", "text": "abcdefgh", "citations": null}])
+    );
+    assert_eq!(text["stop_reason"], "max_tokens");
+    assert!(text["id"].as_str().unwrap().starts_with("msg_"));
+    let tool_use = &lines[1]["result"]["message"];
+    assert_eq!(tool_use["stop_reason"], "tool_use");
+    assert_eq!(tool_use["content"][0]["type"], "tool_use");
+    assert_eq!(tool_use["content"][0]["name"], "lookup");
+    assert_eq!(tool_use["content"][0]["input"], json!({}));
+    assert_eq!(
+        lines[2]["result"]["error"]["error"]["type"],
+        "invalid_request_error"
+    );
+    assert_eq!(
+        lines[2]["result"]["error"]["error"]["message"],
+        "thinking: extended thinking cannot be translated for an OpenAI-format backend"
+    );
+    assert_eq!(lines[3]["result"]["message"]["content"][0]["text"], "hello");
+    assert_eq!(
+        lines[4]["result"]["error"]["error"],
+        json!({"type": "not_found_error", "message": "model: gpt-4o"})
+    );
+}
+
+#[tokio::test]
+async fn a_small_batch_is_not_starved_by_a_large_one() {
+    let mock = Mock::start(&["--latency", "10ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        dir.path(),
+        &format!("[[backends]]\nname = \"narrow\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nmax_concurrency = 4\n", mock.base),
+    )
+    .await;
+    let big = create(&server, requests(2_000, "claude-test", "big")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let small = create(&server, requests(20, "claude-test", "small")).await;
+    server.wait_ended(&small, Duration::from_secs(60)).await;
+    let small_took = started.elapsed();
+    let big_now = batch(&server, &big).await;
+    let big_left = big_now["request_counts"]["processing"].as_u64().unwrap();
+    // Alone, the big batch needs ~5 s (2,000 × 10 ms / 4). Interleaved, the small one is
+    // done after about 2 × 20 requests: far before the big one is half way.
+    assert!(
+        big_left > 1_000,
+        "big batch had only {big_left} left when the small one ended"
+    );
+    assert!(
+        small_took < Duration::from_secs(2),
+        "small batch took {small_took:?}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_dispatch_at_once() {
+    let mock = Mock::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        dir.path(),
+        &format!("[[backends]]\nname = \"metered\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nmax_concurrency = 50\nrequests_per_minute = 600\n", mock.base),
+    )
+    .await;
+    let id = create(&server, requests(100, "claude-test", "r")).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let (status, _) = client_send(
+        "POST",
+        &server.url(&format!("/v1/messages/batches/{id}/cancel")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sent_at_cancel = mock.stats().await["requests"].as_u64().unwrap();
+    let ended = server.wait_ended(&id, Duration::from_secs(5)).await;
+    let sent = mock.stats().await["requests"].as_u64().unwrap();
+    // At 10/s about 10 had been sent; at most the one already admitted follows the cancel.
+    assert!(
+        sent <= sent_at_cancel + 1,
+        "{sent} sent, {sent_at_cancel} at cancel"
+    );
+    let counts = &ended["request_counts"];
+    assert_eq!(counts["succeeded"].as_u64().unwrap(), sent, "{ended}");
+    assert_eq!(counts["canceled"].as_u64().unwrap(), 100 - sent, "{ended}");
+}
