@@ -13,8 +13,10 @@ use satchel_upstream::{AnthropicBackend, HttpOptions, OpenAiBackend};
 
 use crate::config::{BackendKind, ConfigError, ServerConfig};
 
-/// The routes, and the total concurrency they can use (the dispatcher leases no more, so
-/// requests wait in the store, where claims are fair across batches, not in a route).
+/// The routes, and how many requests the dispatcher may lease at once: twice the routes'
+/// total concurrency (room for requests waiting out a retry backoff beside those running),
+/// capped by `--max-in-flight`. Leasing no more than that keeps requests waiting in the
+/// store, where claims are fair across batches and workspaces, rather than inside a route.
 pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
     if config.backends.is_empty() {
         let limits = LimitsConfig {
@@ -105,7 +107,7 @@ pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
             max_backoff: duration("max_backoff", &entry.max_backoff)?,
             max_retry_after: Duration::from_secs(60),
         };
-        total += entry.max_concurrency;
+        total += 2 * entry.max_concurrency;
         routes.add(
             &entry.models,
             Route::new(entry.name.clone(), backend, &limits, retry),
@@ -147,7 +149,7 @@ mod tests {
     fn capacity_is_the_routes_total_capped_by_max_in_flight() {
         let two = "[[backends]]\nname = \"a\"\nkind = \"emulator\"\nmax_concurrency = 8\n\
                    [[backends]]\nname = \"b\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:1\"\nmax_concurrency = 4\n";
-        assert_eq!(build(&config(two)).unwrap().1, 12);
+        assert_eq!(build(&config(two)).unwrap().1, 24);
         let big = "[[backends]]\nname = \"a\"\nkind = \"emulator\"\nmax_concurrency = 5000\n";
         assert_eq!(build(&config(big)).unwrap().1, 512);
     }

@@ -372,3 +372,40 @@ async fn cancel_stops_dispatch_at_once() {
     assert_eq!(counts["succeeded"].as_u64().unwrap(), sent, "{ended}");
     assert_eq!(counts["canceled"].as_u64().unwrap(), 100 - sent, "{ended}");
 }
+
+#[tokio::test]
+async fn kill_9_during_retries_loses_nothing_and_duplicates_nothing() {
+    // Every request is told to come back later once, so at each kill many are mid-retry.
+    let mock = Mock::start(&[
+        "--fail-first",
+        "1",
+        "--retry-after",
+        "300ms",
+        "--latency",
+        "5ms",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("satchel.toml");
+    std::fs::write(
+        &config,
+        format!("[[backends]]\nname = \"m\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nmax_concurrency = 32\n", mock.base),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let db = dir.path().join("satchel.db");
+    let mut server = Server::start(&db, &args).await;
+    let n = 600;
+    let id = create(&server, requests(n, "claude-test", "r")).await;
+    for pause in [400, 500, 600] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        server.kill_9();
+        server = Server::start(&db, &args).await;
+    }
+    let ended = server.wait_ended(&id, Duration::from_secs(120)).await;
+    assert_eq!(ended["request_counts"]["succeeded"], n, "{ended}");
+    let lines = lines(&server, &id).await;
+    assert_eq!(lines.len(), n);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["custom_id"], format!("r{i}"));
+    }
+}

@@ -1,5 +1,8 @@
 //! Starting the real binary on a free port, killing it, and a tiny HTTP client.
 
+// Each test binary uses its own part of these helpers.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
