@@ -8,6 +8,7 @@ mod batch;
 mod error;
 pub mod ids;
 mod message;
+mod request;
 mod result;
 mod time;
 
@@ -16,6 +17,7 @@ pub use batch::{
 };
 pub use error::{ErrorObject, ErrorResponse, ErrorType};
 pub use message::{ContentBlock, Message, Usage};
+pub use request::MessageBatchRequest;
 pub use result::{BatchResult, BatchResultLine};
 pub use time::Timestamp;
 

@@ -3,23 +3,46 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::ErrorResponse;
+use crate::{ErrorResponse, Message};
 
 /// One JSONL line of the results file.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchResultLine {
     pub custom_id: String,
     pub result: BatchResult,
 }
 
 /// The outcome of one request. `message` stays raw: it is stored and served as it came.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", try_from = "UntaggedResult")]
 pub enum BatchResult {
     Succeeded { message: Box<RawValue> },
     Errored { error: ErrorResponse },
     Canceled,
     Expired,
+}
+
+impl BatchResult {
+    /// The result's `type`: `succeeded`, `errored`, `canceled` or `expired`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Succeeded { .. } => "succeeded",
+            Self::Errored { .. } => "errored",
+            Self::Canceled => "canceled",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// The message of a `succeeded` result, parsed; `None` for the other outcomes.
+    ///
+    /// The message is kept raw in the line (so it can be passed on byte for byte); this
+    /// parses it on demand.
+    pub fn parse_message(&self) -> Option<Result<Message, serde_json::Error>> {
+        match self {
+            Self::Succeeded { message } => Some(serde_json::from_str(message.get())),
+            _ => None,
+        }
+    }
 }
 
 /// How a result reads before its `type` is looked at. serde cannot put a `RawValue` inside an
@@ -84,5 +107,17 @@ mod tests {
             BatchResult::Succeeded { message } => assert_eq!(message.get(), r#"{"id":"msg_1"}"#),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_succeeded_message_parses_on_demand() {
+        let parsed: BatchResultLine = serde_json::from_str(
+            r#"{"custom_id":"a","result":{"type":"succeeded","message":{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"hi","citations":null}],"model":"m","stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.result.kind(), "succeeded");
+        let message = parsed.result.parse_message().unwrap().unwrap();
+        assert_eq!(message.content, vec![crate::ContentBlock::text("hi")]);
+        assert!(BatchResult::Canceled.parse_message().is_none());
     }
 }
