@@ -44,19 +44,10 @@ impl Backend for AnthropicBackend {
         if let Some(key) = &self.api_key {
             request = request.header("x-api-key", key);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return Attempt::Failed(http::transport_failure(&e, &self.options)),
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = match response.bytes().await {
+        let body = match http::exchange(request, &self.options).await {
             Ok(body) => body,
-            Err(e) => return Attempt::Failed(http::transport_failure(&e, &self.options)),
+            Err(failure) => return Attempt::Failed(failure),
         };
-        if !status.is_success() {
-            return Attempt::Failed(http::status_failure(status, &headers, &body));
-        }
         let text = match String::from_utf8(body.to_vec()) {
             Ok(text) => text,
             Err(e) => return Attempt::Failed(http::malformed(e)),

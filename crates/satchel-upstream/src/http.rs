@@ -41,6 +41,29 @@ pub(crate) fn client(options: &HttpOptions) -> Result<reqwest::Client, UpstreamE
         .build()?)
 }
 
+/// Sends `request` and returns the body of a 2xx answer; a transport failure or any other
+/// status comes back classified.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    options: &HttpOptions,
+) -> Result<bytes::Bytes, Failure> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_failure(&e, options))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_failure(&e, options))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(status_failure(status, &headers, &body))
+    }
+}
+
 /// A transport failure: the connection failed, was reset, or the upstream did not answer in
 /// time. Always worth another attempt.
 pub(crate) fn transport_failure(e: &reqwest::Error, options: &HttpOptions) -> Failure {
