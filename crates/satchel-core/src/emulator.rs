@@ -145,7 +145,8 @@ pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
     if turns.is_empty() {
         return invalid("messages: List should have at least 1 item after validation, not 0");
     }
-    let mut last_user_text = String::new();
+    // Every turn is checked; only the last user turn's text is extracted.
+    let mut last_user = None;
     for (i, turn) in turns.iter().enumerate() {
         match turn.role.as_deref() {
             Some("user") | Some("assistant") => {}
@@ -159,15 +160,16 @@ pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
         let Some(content) = turn.content else {
             return invalid(format!("messages.{i}.content: Field required"));
         };
-        let text = text_of(content).ok_or_else(|| {
-            Invalid(format!(
+        if !is_text_content(content) {
+            return invalid(format!(
                 "messages.{i}.content: Input should be a valid string or list of content blocks"
-            ))
-        })?;
+            ));
+        }
         if turn.role.as_deref() == Some("user") {
-            last_user_text = text;
+            last_user = Some(content);
         }
     }
+    let last_user_text = last_user.and_then(text_of).unwrap_or_default();
     let stop_sequences: Vec<String> = match p.stop_sequences {
         Some(raw) => match serde_json::from_str(raw.get()) {
             Ok(list) => list,
@@ -195,6 +197,12 @@ pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
 
 fn tokens(chars: usize) -> u64 {
     chars.div_ceil(CHARS_PER_TOKEN) as u64
+}
+
+/// Whether a turn's content is a string or a list of content blocks. A string needs no
+/// parsing: `content` is valid JSON already, so a leading quote makes it a string.
+fn is_text_content(content: &RawValue) -> bool {
+    content.get().starts_with('"') || serde_json::from_str::<Vec<Block<'_>>>(content.get()).is_ok()
 }
 
 /// The text of a turn's content: a string, or the `text` blocks of a list joined by newlines.
@@ -226,9 +234,9 @@ fn compose(
         Some((at, seq)) => (&source[..at], Some(seq.clone())),
         None => (source, None),
     };
-    if candidate.chars().count() > max_chars {
-        let cut: String = candidate.chars().take(max_chars).collect();
-        return (cut, "max_tokens", None);
+    // Longer than `max_chars` characters iff there is a character at that index: cut there.
+    if let Some((cut, _)) = candidate.char_indices().nth(max_chars) {
+        return (candidate[..cut].to_owned(), "max_tokens", None);
     }
     match stop {
         Some(seq) => (candidate.to_owned(), "stop_sequence", Some(seq)),
@@ -272,6 +280,17 @@ mod tests {
         assert_eq!(m.content, vec![ContentBlock::text("abcdefgh")]);
         assert_eq!(m.stop_reason.as_deref(), Some("max_tokens"));
         assert_eq!(m.usage.output_tokens, 2);
+        let m = reply(&raw(
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"héllo wörld"}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(m.content, vec![ContentBlock::text("héll")]);
+        let m = reply(&raw(
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"héll"}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(m.content, vec![ContentBlock::text("héll")]);
+        assert_eq!(m.stop_reason.as_deref(), Some("end_turn"));
     }
 
     #[test]

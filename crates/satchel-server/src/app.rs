@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use satchel_core::dispatch::{DispatchConfig, Dispatcher};
 use satchel_core::housekeeping::Housekeeper;
 use satchel_core::{Batches, Store, StoreError};
@@ -121,7 +122,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         public_base_url: config.public_base_url.as_deref().map(Arc::from),
     };
     let app = api::router(state);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener.tap_io(|tcp| {
+                // Small responses (a batch, a short results file) must not wait for a delayed ACK.
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .await
+    });
     tracing::info!(%addr, db = %config.db.display(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,

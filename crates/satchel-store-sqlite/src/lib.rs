@@ -1,15 +1,19 @@
-//! Satchel's embedded store: one SQLite file in WAL mode.
+//! Satchel's embedded store: one SQLite file in WAL mode, and beside it `<db>.params/`, the
+//! params of large batches (see `blobs.rs`).
 //!
 //! Layout (see `schema.sql`): `batches` (one row a batch, with its live counts), `requests`
-//! (the `params` bytes, immutable), `queue` (a narrow row for each request still to run, with
-//! its lease), `results` (the final JSONL line of each settled request). A batch's requests
-//! take a contiguous block of ids reserved at create, so a batch's results are a primary-key
-//! range read in submission order, with no index and no sort.
+//! (the `params` bytes, immutable: inline for a batch that fits in one ingest chunk, else an
+//! offset and length in the batch's params file), `queue` (a narrow row for each request still
+//! to run, with its lease), `results` (the final JSONL line of each settled request). A
+//! batch's requests take a contiguous block of ids reserved at create, so a batch's results
+//! are a primary-key range read in submission order, with no index and no sort.
 //!
 //! Writes go through one connection (SQLite has one writer anyway), reads through a small
-//! pool; all of it on tokio's blocking threads. The process takes an exclusive lock on
-//! `<db>.lock`, so leases can be released at start-up: nobody else can hold them.
+//! pool; all of it on tokio's blocking threads; checkpoints on a thread of their own (see
+//! `pool.rs`). The process takes an exclusive lock on `<db>.lock`, so leases can be released
+//! at start-up: nobody else can hold them.
 
+mod blobs;
 mod ops;
 mod pool;
 
@@ -162,7 +166,8 @@ impl Store for SqliteStore {
 
     async fn delete_batch(&self, workspace: &str, id: &str) -> Result<DeleteOutcome, StoreError> {
         let (workspace, id) = (workspace.to_owned(), id.to_owned());
-        self.write(move |c| ops::delete_batch(c, &workspace, &id))
+        let blobs = self.pool.blobs.clone();
+        self.write(move |c| ops::delete_batch(c, &blobs, &workspace, &id))
             .await
     }
 
@@ -200,7 +205,8 @@ impl Store for SqliteStore {
     }
 
     async fn archive(&self, created_before: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        self.write(move |c| ops::archive(c, created_before, now))
+        let blobs = self.pool.blobs.clone();
+        self.write(move |c| ops::archive(c, &blobs, created_before, now))
             .await
     }
 

@@ -1,13 +1,15 @@
 //! The store's operations, one function each, as SQL on a connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{IoSlice, Write};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use satchel_core::model::{
-    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, OutcomeKind,
-    RequestKey, Settlement,
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, NewRequest,
+    OutcomeKind, RequestKey, Settlement,
 };
 use satchel_core::result_line::{TerminalKind, terminal_line_parts};
 use satchel_core::store::{ResultStream, StoreError};
@@ -15,6 +17,7 @@ use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::blobs::Blobs;
 use crate::engine;
 use crate::pool::{ClaimState, Pool};
 
@@ -90,99 +93,82 @@ fn find_batch(conn: &Connection, workspace: &str, id: &str) -> rusqlite::Result<
 
 // ---- create -------------------------------------------------------------------------------
 
-/// Removes what a create left behind if the process died before committing it.
-pub(crate) fn discard_unfinished_ingests(conn: &mut Connection) -> rusqlite::Result<()> {
+/// Removes what a create left behind if the process died before committing it, and params
+/// files that no batch needs any more.
+pub(crate) fn discard_unfinished_ingests(
+    conn: &mut Connection,
+    blobs: &Blobs,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let orphans: Vec<(i64, i64)> = tx
         .prepare("SELECT pk, first_request FROM batches WHERE state = 0")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for (pk, first) in orphans {
+    for &(pk, first) in &orphans {
         tx.execute(
             "DELETE FROM requests WHERE id >= ?1 AND id < ?2",
             params![first, first + IDS_PER_BATCH],
         )?;
+        tx.execute("DELETE FROM queue WHERE batch_pk = ?1", [pk])?;
         tx.execute("DELETE FROM batches WHERE pk = ?1", [pk])?;
     }
-    tx.commit()
+    let live: HashSet<i64> = tx
+        .prepare("SELECT first_request FROM batches WHERE archived_at IS NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    tx.commit()?;
+    if let Err(e) = blobs.remove_orphans(&live) {
+        tracing::warn!(error = %e, "could not sweep the params files");
+    }
+    Ok(())
 }
 
 /// Stores a batch as its requests stream in. Requests are written in short transactions (one
 /// a chunk) under an invisible `ingesting` batch row, so a slow upload never blocks other
-/// writers; the final commit makes the batch visible and its requests runnable at once.
+/// writers. Each chunk also queues its requests (claims only look at running batches, so they
+/// wait unseen), so the final commit never reads back what was written.
+///
+/// The writer keeps one chunk in hand until it knows whether another follows: the last chunk
+/// is written in the same transaction as the commit, and the batch row in the same one as the
+/// first chunk, so a batch that fits in one chunk (most small ones) costs one transaction.
 pub(crate) fn ingest(
     pool: &Pool,
     batch: NewBatch,
     mut chunks: mpsc::Receiver<IngestChunk>,
 ) -> Result<BatchRecord, StoreError> {
-    let (pk, first) = pool
-        .with_writer(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let first: i64 = tx.query_row(
-                "UPDATE meta SET value = value + ?1 WHERE key = 'next_request_id' RETURNING value - ?1",
-                [IDS_PER_BATCH],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                "INSERT INTO batches (id, workspace, state, first_request, created_at, expires_at)
-                 VALUES (?1, ?2, 0, ?3, ?4, ?5)",
-                params![batch.id, batch.workspace, first, batch.created_at.as_micros(), batch.expires_at.as_micros()],
-            )?;
-            let pk = tx.last_insert_rowid();
-            tx.commit()?;
-            Ok((pk, first))
-        })
-        .map_err(engine)?;
-
-    let mut next_id = first;
+    let mut ingest = Ingest {
+        batch,
+        blobs: &pool.blobs,
+        head: None,
+        next_id: 0,
+        file: None,
+        unsynced: 0,
+        syncing: None,
+    };
+    let mut held: Option<Vec<NewRequest>> = None;
     let outcome = loop {
         match chunks.blocking_recv() {
             Some(IngestChunk::Requests(requests)) => {
-                let written = pool.with_writer(|conn| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    {
-                        let mut insert = tx.prepare_cached(
-                            "INSERT INTO requests (id, custom_id, params) VALUES (?1, ?2, ?3)",
-                        )?;
-                        for (offset, request) in requests.iter().enumerate() {
-                            insert.execute(params![
-                                next_id + offset as i64,
-                                request.custom_id,
-                                request.params.get().as_bytes()
-                            ])?;
-                        }
-                    }
-                    tx.commit()
-                });
-                if let Err(e) = written {
+                if let Some(previous) = held.replace(requests)
+                    && let Err(e) = pool.with_writer(|conn| ingest.write(conn, &previous, false))
+                {
                     break Err(engine(e));
                 }
-                next_id += requests.len() as i64;
             }
             Some(IngestChunk::Commit) => {
-                let count = next_id - first;
+                let last = held.take().unwrap_or_default();
                 break pool
-                    .with_writer(|conn| {
-                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                        tx.execute(
-                            "INSERT INTO queue (request_id, batch_pk, lease_until)
-                             SELECT id, ?1, 0 FROM requests WHERE id >= ?2 AND id < ?3",
-                            params![pk, first, next_id],
-                        )?;
-                        tx.execute(
-                            "UPDATE batches SET state = 1, request_count = ?2, processing = ?2 WHERE pk = ?1",
-                            params![pk, count],
-                        )?;
-                        let record = batch_by_pk(&tx, pk)?;
-                        tx.commit()?;
-                        Ok(record)
-                    })
-                    .map_err(engine);
+                    .with_writer(|conn| ingest.write(conn, &last, true))
+                    .map_err(engine)
+                    .and_then(|record| record.ok_or(StoreError::IngestAborted));
             }
             None => break Err(StoreError::IngestAborted),
         }
     };
-    if outcome.is_err() {
+    if outcome.is_err()
+        && let Some((pk, first)) = ingest.head
+    {
+        pool.blobs.remove(first);
         let discarded = pool.with_writer(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
@@ -199,6 +185,157 @@ pub(crate) fn ingest(
         }
     }
     outcome
+}
+
+/// A create in progress, as the writer sees it.
+struct Ingest<'a> {
+    batch: NewBatch,
+    blobs: &'a Blobs,
+    /// The batch row's pk and first request id, once a transaction holding them committed.
+    head: Option<(i64, i64)>,
+    /// The id of the next request.
+    next_id: i64,
+    /// A batch of more than one chunk keeps its params in a file: the file and its length.
+    file: Option<(File, u64)>,
+    /// Bytes written to the file since the last background sync started.
+    unsynced: u64,
+    /// The background sync in flight, if any.
+    syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Bytes written to a params file after which its writeback is started in the background, so
+/// that the sync before the commit only waits for the tail.
+const BACKGROUND_SYNC_BYTES: u64 = 32 << 20;
+
+impl Ingest<'_> {
+    /// Writes `requests` in one transaction (creating the batch row first if needed) and, if
+    /// `commit`, makes the batch visible and runnable in the same transaction, returning it.
+    /// The first write that is not also the commit means more chunks follow: from then on
+    /// the params go to the batch's file (written, and synced before the commit).
+    fn write(
+        &mut self,
+        conn: &mut Connection,
+        requests: &[NewRequest],
+        commit: bool,
+    ) -> rusqlite::Result<Option<BatchRecord>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (pk, first) = match self.head {
+            Some(head) => head,
+            None => {
+                let first: i64 = tx.query_row(
+                    "UPDATE meta SET value = value + ?1 WHERE key = 'next_request_id' RETURNING value - ?1",
+                    [IDS_PER_BATCH],
+                    |r| r.get(0),
+                )?;
+                let b = &self.batch;
+                tx.execute(
+                    "INSERT INTO batches (id, workspace, state, first_request, created_at, expires_at)
+                     VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+                    params![b.id, b.workspace, first, b.created_at.as_micros(), b.expires_at.as_micros()],
+                )?;
+                self.next_id = first;
+                if !commit {
+                    let file = self.blobs.create(first).map_err(io_error)?;
+                    self.file = Some((file, 0));
+                }
+                (tx.last_insert_rowid(), first)
+            }
+        };
+        if let Some((file, len)) = &mut self.file {
+            let start = *len;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO requests (id, custom_id, params, params_at, params_len)
+                 VALUES (?1, ?2, X'', ?3, ?4)",
+            )?;
+            let mut at = start;
+            for (offset, request) in requests.iter().enumerate() {
+                let size = request.params.get().len() as u64;
+                insert.execute(params![
+                    self.next_id + offset as i64,
+                    request.custom_id,
+                    at as i64,
+                    size as i64
+                ])?;
+                at += size;
+            }
+            let mut slices: Vec<IoSlice<'_>> = requests
+                .iter()
+                .map(|r| IoSlice::new(r.params.get().as_bytes()))
+                .collect();
+            write_all_vectored(file, &mut slices).map_err(io_error)?;
+            self.unsynced += at - *len;
+            *len = at;
+            if commit {
+                if let Some(syncing) = self.syncing.take() {
+                    syncing
+                        .join()
+                        .map_err(|_| io_error(std::io::Error::other("the sync thread panicked")))?
+                        .map_err(io_error)?;
+                }
+                file.sync_data().map_err(io_error)?;
+            } else if self.unsynced >= BACKGROUND_SYNC_BYTES
+                && self.syncing.as_ref().is_none_or(|s| s.is_finished())
+            {
+                // A finished sync's error would show again in the final one: ignore it here.
+                let clone = file.try_clone().map_err(io_error)?;
+                self.syncing = Some(std::thread::spawn(move || clone.sync_data()));
+                self.unsynced = 0;
+            }
+        } else {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO requests (id, custom_id, params) VALUES (?1, ?2, ?3)",
+            )?;
+            for (offset, request) in requests.iter().enumerate() {
+                let id = self.next_id + offset as i64;
+                insert.execute(params![
+                    id,
+                    request.custom_id,
+                    request.params.get().as_bytes()
+                ])?;
+            }
+        }
+        // The chunk's ids are consecutive: queue them in one statement.
+        if !requests.is_empty() {
+            tx.prepare_cached(
+                "WITH RECURSIVE ids(id) AS (SELECT ?1 UNION ALL SELECT id + 1 FROM ids WHERE id + 1 < ?2)
+                 INSERT INTO queue (request_id, batch_pk, lease_until) SELECT id, ?3, 0 FROM ids",
+            )?
+            .execute(params![self.next_id, self.next_id + requests.len() as i64, pk])?;
+        }
+        let record = if commit {
+            let count = self.next_id + requests.len() as i64 - first;
+            tx.execute(
+                "UPDATE batches SET state = 1, request_count = ?2, processing = ?2 WHERE pk = ?1",
+                params![pk, count],
+            )?;
+            Some(batch_by_pk(&tx, pk)?)
+        } else {
+            None
+        };
+        tx.commit()?;
+        self.head = Some((pk, first));
+        self.next_id += requests.len() as i64;
+        Ok(record)
+    }
+}
+
+/// Writes every byte of `slices` (the params of a chunk, in order) without first copying them
+/// into one buffer.
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A params file problem, reported through the store's error type.
+fn io_error(e: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
 // ---- read ---------------------------------------------------------------------------------
@@ -371,6 +508,7 @@ pub(crate) fn cancel_batch(
 
 pub(crate) fn delete_batch(
     conn: &mut Connection,
+    blobs: &Blobs,
     workspace: &str,
     id: &str,
 ) -> rusqlite::Result<DeleteOutcome> {
@@ -385,6 +523,7 @@ pub(crate) fn delete_batch(
     tx.execute("DELETE FROM queue WHERE batch_pk = ?1", [batch.pk])?;
     tx.execute("DELETE FROM batches WHERE pk = ?1", [batch.pk])?;
     tx.commit()?;
+    blobs.remove(batch.first_request);
     Ok(DeleteOutcome::Deleted)
 }
 
@@ -429,6 +568,7 @@ fn round_robin(running: Vec<(i64, String)>, state: &mut ClaimState) -> Vec<Vec<i
 
 pub(crate) fn claim(
     conn: &mut Connection,
+    blobs: &Blobs,
     state: &mut ClaimState,
     max: usize,
     now: Timestamp,
@@ -452,9 +592,12 @@ pub(crate) fn claim(
     let mut claimed = Vec::with_capacity(max);
     {
         let mut pick = tx.prepare_cached(
-            "SELECT q.request_id, r.custom_id, r.params FROM queue q JOIN requests r ON r.id = q.request_id
+            "SELECT q.request_id, r.custom_id, r.params, r.params_at, r.params_len
+             FROM queue q JOIN requests r ON r.id = q.request_id
              WHERE q.batch_pk = ?1 AND q.lease_until <= ?2 LIMIT ?3",
         )?;
+        let mut first_request =
+            tx.prepare_cached("SELECT first_request FROM batches WHERE pk = ?1")?;
         let mut take =
             tx.prepare_cached("UPDATE queue SET lease_until = ?2 WHERE request_id = ?1")?;
         // Fair shares at two levels: each workspace an equal part of the room left, each of
@@ -473,15 +616,40 @@ pub(crate) fn claim(
                 let share = room.div_ceil(batches_left);
                 batches_left -= 1;
                 let mut rows = pick.query(params![pk, now.as_micros(), share as i64])?;
+                // The batch's params file, opened on its first request stored there.
+                let mut file: Option<std::io::Result<File>> = None;
                 while let Some(row) = rows.next()? {
                     let request_id: i64 = row.get(0)?;
                     take.execute(params![request_id, lease])?;
-                    let params_text =
-                        String::from_utf8_lossy(row.get_ref(2)?.as_blob()?).into_owned();
-                    let Ok(params) = RawValue::from_string(params_text) else {
+                    let bytes = match row.get::<_, Option<i64>>(3)? {
+                        None => Ok(row.get_ref(2)?.as_blob()?.to_vec()),
+                        Some(at) => {
+                            let len: i64 = row.get(4)?;
+                            if file.is_none() {
+                                let first: i64 = first_request.query_row([pk], |r| r.get(0))?;
+                                file = Some(blobs.open(first));
+                            }
+                            match &file {
+                                Some(Ok(file)) => Blobs::read(file, at as u64, len.max(0) as usize),
+                                Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                                None => Ok(Vec::new()),
+                            }
+                        }
+                    };
+                    let params = match bytes {
+                        Ok(bytes) => String::from_utf8(bytes)
+                            .ok()
+                            .and_then(|text| RawValue::from_string(text).ok()),
+                        Err(e) => {
+                            tracing::error!(request_id, error = %e, "cannot read the stored params");
+                            None
+                        }
+                    };
+                    let Some(params) = params else {
                         // Stored bytes were valid JSON at ingest, so this is never expected;
-                        // the row stays leased rather than being claimed again at once.
-                        tracing::error!(request_id, "stored params are not valid JSON");
+                        // the row stays leased rather than being claimed again at once (and
+                        // the other batches go on).
+                        tracing::error!(request_id, "stored params are unreadable");
                         continue;
                     };
                     claimed.push(ClaimedRequest {
@@ -565,6 +733,7 @@ pub(crate) fn sweep_unrunnable(conn: &mut Connection, now: Timestamp) -> rusqlit
 
 pub(crate) fn archive(
     conn: &mut Connection,
+    blobs: &Blobs,
     created_before: Timestamp,
     now: Timestamp,
 ) -> rusqlite::Result<u64> {
@@ -591,6 +760,9 @@ pub(crate) fn archive(
         )?;
     }
     tx.commit()?;
+    for batch in &due {
+        blobs.remove(batch.first_request);
+    }
     Ok(due.len() as u64)
 }
 

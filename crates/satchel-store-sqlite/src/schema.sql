@@ -32,10 +32,15 @@ CREATE INDEX IF NOT EXISTS batches_open ON batches (expires_at) WHERE state IN (
 CREATE INDEX IF NOT EXISTS batches_unarchived ON batches (created_at) WHERE state = 3 AND archived_at IS NULL;
 
 -- One row a request; id = the batch's first_request + its position in the batch.
+-- params_at NULL: `params` holds the bytes. Otherwise they are params_len bytes at offset
+-- params_at of the batch's params file (see blobs.rs) and `params` is empty. (Files written
+-- by older versions lack the two columns; opening the store adds them.)
 CREATE TABLE IF NOT EXISTS requests (
-    id        INTEGER PRIMARY KEY,
-    custom_id TEXT NOT NULL,
-    params    BLOB NOT NULL
+    id         INTEGER PRIMARY KEY,
+    custom_id  TEXT NOT NULL,
+    params     BLOB NOT NULL,
+    params_at  INTEGER,
+    params_len INTEGER
 );
 
 -- The requests still to run: narrow, so claims never touch the params blobs.
