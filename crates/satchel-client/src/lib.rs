@@ -61,7 +61,7 @@ mod batches;
 mod client;
 mod error;
 mod results;
-mod retry;
+pub mod retry;
 
 pub use batches::{BatchList, Batches, CreateBody, ListParams, Messages};
 pub use client::{

@@ -49,8 +49,9 @@ pub fn retry_delay(retries_done: u32, headers: Option<&HeaderMap>, jitter: f64) 
 }
 
 /// The wait the server asks for: `retry-after-ms` (milliseconds), else `retry-after`
-/// (seconds, possibly fractional, or an HTTP date).
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+/// (seconds, possibly fractional, or an HTTP date). Shared with Satchel's upstream backends,
+/// which follow the same rules when they call a model server.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| {
         headers
             .get(name)

@@ -154,29 +154,10 @@ fn kind_for_status(status: StatusCode) -> ErrorType {
     }
 }
 
-/// `retry-after-ms`, else `retry-after` (seconds, or an HTTP date).
+/// `retry-after-ms`, else `retry-after` (seconds, or an HTTP date): the SDKs' reading, the
+/// same code as the Rust client's.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    let value = header("retry-after")?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    satchel_client::retry::retry_after(headers, SystemTime::now())
 }
 
 /// A 2xx body that is not what the upstream promised: worth another attempt.
