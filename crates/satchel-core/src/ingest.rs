@@ -1069,4 +1069,51 @@ mod tests {
         );
         assert!(!committed, "but the batch was never committed");
     }
+
+    /// Differential check against serde_json on randomly damaged bodies: whatever serde_json
+    /// refuses as JSON, the ingest refuses too; whatever the ingest accepts, serde_json parses
+    /// to the same requests.
+    #[test]
+    fn agrees_with_serde_json_on_damaged_bodies() {
+        let base = r#"{"requests":[{"custom_id":"a-1","params":{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"q \"x\" \\ [1,{2}] é"}],"n":-1.5e3,"t":true,"z":null}},{"params":{"k":[[],{}],"s":"\u00e9}]"},"custom_id":"b_2"}]}"#;
+        let significant = b"{}[],:\"\\ 0e.-tfn";
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..3_000 {
+            let mut body = base.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..=3) {
+                let at = rng.usize(0..body.len());
+                match rng.u8(0..3) {
+                    0 => {
+                        body.remove(at);
+                    }
+                    1 => body.insert(at, significant[rng.usize(0..significant.len())]),
+                    _ => body[at] = significant[rng.usize(0..significant.len())],
+                }
+            }
+            let Ok(text) = String::from_utf8(body) else {
+                continue;
+            };
+            let (result, requests, committed) = parse(&text, 100);
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Err(_) => {
+                    assert!(
+                        result.is_err() && !committed,
+                        "accepted invalid JSON: {text}"
+                    );
+                }
+                Ok(value) => {
+                    if result.is_ok() {
+                        let items = value["requests"].as_array().expect("requests is a list");
+                        assert_eq!(items.len(), requests.len(), "{text}");
+                        for (item, request) in items.iter().zip(&requests) {
+                            let params: serde_json::Value =
+                                serde_json::from_str(request.params.get()).unwrap();
+                            assert_eq!(item["params"], params, "{text}");
+                            assert_eq!(item["custom_id"], request.custom_id.as_str(), "{text}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
