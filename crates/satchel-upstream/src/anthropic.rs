@@ -5,16 +5,13 @@ use async_trait::async_trait;
 use satchel_core::{Attempt, Backend};
 use serde_json::value::RawValue;
 
-use crate::http::{self, HttpOptions, UpstreamError};
+use crate::http::{self, Endpoint, HttpOptions, UpstreamError};
 
 /// The `anthropic-version` sent upstream.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 pub struct AnthropicBackend {
-    http: reqwest::Client,
-    url: String,
-    api_key: Option<String>,
-    options: HttpOptions,
+    endpoint: Endpoint,
 }
 
 impl AnthropicBackend {
@@ -24,10 +21,7 @@ impl AnthropicBackend {
         options: HttpOptions,
     ) -> Result<Self, UpstreamError> {
         Ok(Self {
-            http: http::client(&options)?,
-            url: crate::endpoint(base_url, "messages"),
-            api_key,
-            options,
+            endpoint: Endpoint::new(base_url, "messages", api_key, options)?,
         })
     }
 }
@@ -36,15 +30,13 @@ impl AnthropicBackend {
 impl Backend for AnthropicBackend {
     async fn send(&self, params: &RawValue) -> Attempt {
         let mut request = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("anthropic-version", ANTHROPIC_VERSION)
-            .body(params.get().to_owned());
-        if let Some(key) = &self.api_key {
+            .endpoint
+            .post(params.get().to_owned())
+            .header("anthropic-version", ANTHROPIC_VERSION);
+        if let Some(key) = &self.endpoint.api_key {
             request = request.header("x-api-key", key);
         }
-        let body = match http::exchange(request, &self.options).await {
+        let body = match http::exchange(request, &self.endpoint.options).await {
             Ok(body) => body,
             Err(failure) => return Attempt::Failed(failure),
         };

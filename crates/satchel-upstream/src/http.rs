@@ -32,7 +32,40 @@ pub enum UpstreamError {
     Client(#[from] reqwest::Error),
 }
 
-pub(crate) fn client(options: &HttpOptions) -> Result<reqwest::Client, UpstreamError> {
+/// One upstream endpoint: its URL, the key to send, and a pooled client.
+pub(crate) struct Endpoint {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub api_key: Option<String>,
+    pub options: HttpOptions,
+}
+
+impl Endpoint {
+    /// The endpoint `path` (e.g. `messages`) of the server at `base_url`.
+    pub fn new(
+        base_url: &str,
+        path: &str,
+        api_key: Option<String>,
+        options: HttpOptions,
+    ) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            http: client(&options)?,
+            url: crate::endpoint(base_url, path),
+            api_key,
+            options,
+        })
+    }
+
+    /// A JSON POST of `body` to the endpoint.
+    pub fn post(&self, body: String) -> reqwest::RequestBuilder {
+        self.http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body)
+    }
+}
+
+fn client(options: &HttpOptions) -> Result<reqwest::Client, UpstreamError> {
     Ok(reqwest::Client::builder()
         .timeout(options.timeout)
         .connect_timeout(options.connect_timeout)

@@ -7,14 +7,11 @@ use satchel_wire::{ErrorType, ids};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::http::{self, HttpOptions, UpstreamError};
+use crate::http::{self, Endpoint, HttpOptions, UpstreamError};
 use crate::translate;
 
 pub struct OpenAiBackend {
-    http: reqwest::Client,
-    url: String,
-    api_key: Option<String>,
-    options: HttpOptions,
+    endpoint: Endpoint,
 }
 
 impl OpenAiBackend {
@@ -24,10 +21,7 @@ impl OpenAiBackend {
         options: HttpOptions,
     ) -> Result<Self, UpstreamError> {
         Ok(Self {
-            http: http::client(&options)?,
-            url: crate::endpoint(base_url, "chat/completions"),
-            api_key,
-            options,
+            endpoint: Endpoint::new(base_url, "chat/completions", api_key, options)?,
         })
     }
 }
@@ -48,15 +42,11 @@ impl Backend for OpenAiBackend {
             Ok(body) => body,
             Err(e) => return Attempt::Failed(Failure::fatal(ErrorType::InvalidRequestError, e.0)),
         };
-        let mut request = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(key) = &self.api_key {
+        let mut request = self.endpoint.post(body.to_string());
+        if let Some(key) = &self.endpoint.api_key {
             request = request.bearer_auth(key);
         }
-        let body = match http::exchange(request, &self.options).await {
+        let body = match http::exchange(request, &self.endpoint.options).await {
             Ok(body) => body,
             Err(failure) => return Attempt::Failed(failure),
         };
