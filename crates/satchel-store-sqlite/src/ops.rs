@@ -6,7 +6,6 @@ use std::io::{IoSlice, Write};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{StreamExt, TryStreamExt};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use satchel_core::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, NewRequest,
@@ -393,56 +392,54 @@ pub(crate) fn list_batches(
     Ok(batches)
 }
 
-/// Streams the result lines of a batch in submission order, each followed by `\n`. A batch's
-/// request ids are one contiguous range, so the stream is a sequence of fixed id ranges
-/// (pages), each read on a blocking thread with a pooled reader, a few pages ahead of the
-/// client: reading overlaps sending, yet a slow download holds neither a thread nor a
-/// connection between pages. Memory: the pages in flight.
+/// Streams the result lines of a batch in submission order, a page of rows at a time, each
+/// line followed by `\n`. Memory: a page of rows and a few buffers in the channel.
 pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> ResultStream {
-    const ROWS_PER_PAGE: i64 = 512;
-    const PAGES_AHEAD: usize = 4;
-    let lookup = {
-        let pool = pool.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                pool.with_reader(|conn| find_batch(conn, &workspace, &id))
-            })
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(engine)
-        }
-    };
-    let pages = futures::stream::once(lookup).map_ok(move |batch| {
-        let (first, end) = batch.map_or((0, 0), |b| {
-            (b.first_request, b.first_request + b.request_count)
-        });
-        let pool = pool.clone();
-        futures::stream::iter((first..end).step_by(ROWS_PER_PAGE as usize))
-            .map(move |start| read_page(pool.clone(), start, (start + ROWS_PER_PAGE).min(end)))
-            .buffered(PAGES_AHEAD)
-    });
-    Box::pin(pages.try_flatten())
-}
-
-/// The result lines of the requests with ids in `start..end`, each followed by `\n`.
-async fn read_page(pool: Arc<Pool>, start: i64, end: i64) -> Result<Bytes, StoreError> {
+    const ROWS_PER_PAGE: i64 = 2_048;
+    const BUFFER_BYTES: usize = 256 * 1024;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, StoreError>>(4);
     tokio::task::spawn_blocking(move || {
-        pool.with_reader(|conn| {
+        let sent = pool.with_reader(|conn| {
+            let Some(batch) = find_batch(conn, &workspace, &id)? else {
+                return Ok(());
+            };
+            let end = batch.first_request + batch.request_count;
+            let mut next = batch.first_request;
+            let mut buffer = BytesMut::with_capacity(BUFFER_BYTES + 64 * 1024);
             let mut page = conn.prepare_cached(
-                "SELECT line FROM results WHERE request_id >= ?1 AND request_id < ?2 ORDER BY request_id",
+                "SELECT request_id, line FROM results WHERE request_id >= ?1 AND request_id < ?2
+                 ORDER BY request_id LIMIT ?3",
             )?;
-            let mut rows = page.query(params![start, end])?;
-            let mut buffer = BytesMut::new();
-            while let Some(row) = rows.next()? {
-                buffer.put_slice(row.get_ref(0)?.as_blob()?);
-                buffer.put_u8(b'\n');
+            while next < end {
+                let mut rows = page.query(params![next, end, ROWS_PER_PAGE])?;
+                let mut last = None;
+                while let Some(row) = rows.next()? {
+                    last = Some(row.get::<_, i64>(0)?);
+                    buffer.put_slice(row.get_ref(1)?.as_blob()?);
+                    buffer.put_u8(b'\n');
+                    if buffer.len() >= BUFFER_BYTES
+                        && tx.blocking_send(Ok(buffer.split().freeze())).is_err()
+                    {
+                        return Ok(()); // the client went away
+                    }
+                }
+                match last {
+                    Some(last) => next = last + 1,
+                    None => break,
+                }
             }
-            Ok(buffer.freeze())
-        })
-    })
-    .await
-    .map_err(|e| StoreError::Task(e.to_string()))?
-    .map_err(engine)
+            if !buffer.is_empty() {
+                let _ = tx.blocking_send(Ok(buffer.freeze()));
+            }
+            Ok(())
+        });
+        if let Err(e) = sent {
+            let _ = tx.blocking_send(Err(engine(e)));
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 // ---- transitions --------------------------------------------------------------------------
