@@ -80,10 +80,6 @@ impl Batches {
         }
     }
 
-    pub fn config(&self) -> &LifecycleConfig {
-        &self.config
-    }
-
     /// Creates a batch from a create body read from `body` (blocking reads: it runs on a
     /// blocking thread). All or nothing.
     pub async fn create(

@@ -92,11 +92,6 @@ impl RouteLimits {
     pub(crate) fn limits_tokens(&self) -> bool {
         self.tokens.is_some()
     }
-
-    /// The current concurrency cap (for logs and tests).
-    pub fn current_concurrency(&self) -> usize {
-        self.concurrency.limit()
-    }
 }
 
 /// A concurrency cap that shrinks multiplicatively on throttling and grows back additively

@@ -19,12 +19,6 @@ pub struct BatchRecord {
     pub archived_at: Option<Timestamp>,
 }
 
-impl BatchRecord {
-    pub fn request_count(&self) -> u64 {
-        self.counts.total()
-    }
-}
-
 /// The head of a batch being created; its requests follow through an [`IngestChunk`] stream.
 #[derive(Debug, Clone)]
 pub struct NewBatch {
