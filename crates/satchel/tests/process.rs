@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Server, client_get, client_send, requests_body};
+use support::{Server, client_get, client_send, create_batch, get_batch, requests_body};
 
 /// Asserts the batch ended with exactly one line per request `r0..r{n-1}`, in order, and
 /// counts that sum to `n`.
@@ -45,27 +45,13 @@ async fn kill_9_mid_batch_loses_nothing_and_duplicates_nothing() {
     let args = ["--emulator-latency", "20ms", "--max-in-flight", "16"];
     let mut server = Server::start(&db, &args).await;
     let n = 3_000;
-    let (status, batch) = client_send(
-        "POST",
-        &server.url("/v1/messages/batches"),
-        Some(requests_body(n, 200)),
-    )
-    .await;
-    assert_eq!(status, 200, "{batch}");
-    let id = serde_json::from_str::<Value>(&batch).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_batch(&server, requests_body(n, 200)).await;
 
     let mut progress = Vec::new();
     for pause in [300, 550, 800, 1_100] {
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let (_, now) = client_get(&server.url(&format!("/v1/messages/batches/{id}"))).await;
-        progress.push(
-            serde_json::from_str::<Value>(&now).unwrap()["request_counts"]["succeeded"]
-                .as_u64()
-                .unwrap(),
-        );
+        let now = get_batch(&server, &id).await;
+        progress.push(now["request_counts"]["succeeded"].as_u64().unwrap());
         server.kill_9();
         server = Server::start(&db, &args).await;
     }
@@ -86,19 +72,18 @@ async fn kill_9_during_group_commits_at_zero_latency() {
     let db = dir.path().join("satchel.db");
     let mut server = Server::start(&db, &[]).await;
     let n = 20_000;
-    let (status, batch) = client_send(
-        "POST",
-        &server.url("/v1/messages/batches"),
-        Some(requests_body(n, 100)),
-    )
-    .await;
-    assert_eq!(status, 200, "{batch}");
-    let id = serde_json::from_str::<Value>(&batch).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for pause in [20, 60, 120] {
+    let id = create_batch(&server, requests_body(n, 100)).await;
+    for (kill, pause) in [20, 60, 120].into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
+        if kill == 0 {
+            let succeeded = get_batch(&server, &id).await["request_counts"]["succeeded"]
+                .as_u64()
+                .unwrap();
+            assert!(
+                succeeded < n as u64,
+                "the first kill must come mid-batch: {succeeded} done"
+            );
+        }
         server.kill_9();
         server = Server::start(&db, &[]).await;
     }
@@ -136,17 +121,7 @@ async fn kill_9_during_an_upload_creates_nothing() {
         "no half batch"
     );
     // The store is healthy: a new batch runs to the end.
-    let (status, batch) = client_send(
-        "POST",
-        &server.url("/v1/messages/batches"),
-        Some(requests_body(50, 10)),
-    )
-    .await;
-    assert_eq!(status, 200, "{batch}");
-    let id = serde_json::from_str::<Value>(&batch).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_batch(&server, requests_body(50, 10)).await;
     assert_exactly_once(&server, &id, 50).await;
 }
 

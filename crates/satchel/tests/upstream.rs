@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Server, client_get, client_send};
+use support::{Server, client_get, client_send, create_batch, get_batch};
 
 /// `satchel mock-upstream` on a free port.
 struct Mock {
@@ -72,19 +72,7 @@ fn requests(n: usize, model: &str, prefix: &str) -> Vec<Value> {
 }
 
 async fn create(server: &Server, requests: Vec<Value>) -> String {
-    let body = json!({ "requests": requests }).to_string();
-    let (status, reply) =
-        client_send("POST", &server.url("/v1/messages/batches"), Some(body)).await;
-    assert_eq!(status, 200, "{reply}");
-    serde_json::from_str::<Value>(&reply).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn batch(server: &Server, id: &str) -> Value {
-    let (_, body) = client_get(&server.url(&format!("/v1/messages/batches/{id}"))).await;
-    serde_json::from_str(&body).unwrap()
+    create_batch(server, json!({ "requests": requests }).to_string()).await
 }
 
 async fn lines(server: &Server, id: &str) -> Vec<Value> {
@@ -328,7 +316,7 @@ async fn a_small_batch_is_not_starved_by_a_large_one() {
     let small = create(&server, requests(20, "claude-test", "small")).await;
     server.wait_ended(&small, Duration::from_secs(60)).await;
     let small_took = started.elapsed();
-    let big_now = batch(&server, &big).await;
+    let big_now = get_batch(&server, &big).await;
     let big_left = big_now["request_counts"]["processing"].as_u64().unwrap();
     // Alone, the big batch needs ~5 s (2,000 × 10 ms / 4). Interleaved, the small one is
     // done after about 2 × 20 requests: far before the big one is half way.

@@ -132,6 +132,24 @@ pub async fn client_send(method: &str, url: &str, body: Option<String>) -> (u16,
     (status, response.text().await.unwrap())
 }
 
+/// Creates a batch from a whole create body; returns its id.
+pub async fn create_batch(server: &Server, body: String) -> String {
+    let (status, reply) =
+        client_send("POST", &server.url("/v1/messages/batches"), Some(body)).await;
+    assert_eq!(status, 200, "{reply}");
+    serde_json::from_str::<Value>(&reply).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The batch `id`, as JSON.
+pub async fn get_batch(server: &Server, id: &str) -> Value {
+    let (status, body) = client_get(&server.url(&format!("/v1/messages/batches/{id}"))).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 pub async fn client_get(url: &str) -> (u16, String) {
     client_send("GET", url, None).await
 }
