@@ -128,6 +128,15 @@ async fn lines(store: &Arc<dyn Store>, workspace: &str, id: &str) -> Vec<serde_j
         .collect()
 }
 
+/// How many result lines of the batch are of `kind` (`succeeded`, `canceled`…).
+async fn count_lines(store: &Arc<dyn Store>, workspace: &str, id: &str, kind: &str) -> usize {
+    lines(store, workspace, id)
+        .await
+        .iter()
+        .filter(|l| l["result"]["type"] == kind)
+        .count()
+}
+
 async fn get(
     store: &Arc<dyn Store>,
     workspace: &str,
@@ -383,15 +392,8 @@ pub async fn cancel_ends_unleased_requests_and_in_flight_ones_finish(store: Arc<
     let ended = get(&store, "w", &id).await;
     assert_eq!(ended.status, ProcessingStatus::Ended);
     assert_eq!((ended.counts.succeeded, ended.counts.canceled), (10, 90));
-    let lines = lines(&store, "w", &id).await;
-    assert_eq!(lines.len(), 100);
-    assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l["result"]["type"] == "canceled")
-            .count(),
-        90
-    );
+    assert_eq!(lines(&store, "w", &id).await.len(), 100);
+    assert_eq!(count_lines(&store, "w", &id, "canceled").await, 90);
 }
 
 pub async fn expiry_ends_what_has_not_started(store: Arc<dyn Store>) {
@@ -422,14 +424,7 @@ pub async fn expiry_ends_what_has_not_started(store: Arc<dyn Store>) {
     let ended = get(&store, "w", &id).await;
     assert_eq!(ended.status, ProcessingStatus::Ended);
     assert_eq!(ended.ended_at, Some(after_expiry));
-    assert_eq!(
-        lines(&store, "w", &id)
-            .await
-            .iter()
-            .filter(|l| l["result"]["type"] == "expired")
-            .count(),
-        45
-    );
+    assert_eq!(count_lines(&store, "w", &id, "expired").await, 45);
 }
 
 pub async fn released_requests_of_a_canceled_batch_end_canceled(store: Arc<dyn Store>) {
