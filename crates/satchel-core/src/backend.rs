@@ -35,6 +35,11 @@ pub enum Retry {
     Transient { after: Option<Duration> },
     /// The upstream is saturated (429, 529): retried, and the route's concurrency backs off.
     Throttled { after: Option<Duration> },
+    /// The upstream could not be reached or said it is down (connection refused or failed,
+    /// 502, 503, 504): the route failed, not the request. It costs the request none of its
+    /// retries; the route pauses and probes until the upstream is back (see
+    /// [`crate::limits::Breaker`]).
+    Unreachable { after: Option<Duration> },
 }
 
 impl Failure {
@@ -63,6 +68,18 @@ impl Failure {
         }
     }
 
+    pub fn unreachable(
+        kind: ErrorType,
+        message: impl Into<String>,
+        after: Option<Duration>,
+    ) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retry: Retry::Unreachable { after },
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         !matches!(self.retry, Retry::Never)
     }
@@ -71,7 +88,9 @@ impl Failure {
     pub fn retry_after(&self) -> Option<Duration> {
         match self.retry {
             Retry::Never => None,
-            Retry::Transient { after } | Retry::Throttled { after } => after,
+            Retry::Transient { after }
+            | Retry::Throttled { after }
+            | Retry::Unreachable { after } => after,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What keeps a route within what its model server can take: an adaptive concurrency cap,
-//! token buckets on requests and on estimated tokens per minute, and the retry policy.
+//! token buckets on requests and on estimated tokens per minute, a breaker that pauses the
+//! route while its upstream is down, and the retry policy.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ impl Default for LimitsConfig {
 
 /// The live limits of one route.
 pub struct RouteLimits {
+    breaker: Breaker,
     concurrency: Arc<AdaptiveConcurrency>,
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
@@ -49,6 +51,7 @@ fn smooth_quota(per_minute: NonZeroU32, burst: NonZeroU32) -> Quota {
 impl RouteLimits {
     pub fn new(config: &LimitsConfig) -> Self {
         Self {
+            breaker: Breaker::default(),
             concurrency: Arc::new(AdaptiveConcurrency::new(config.max_concurrency)),
             // Requests are spaced evenly: never more than one ahead of the configured rate.
             requests: config
@@ -63,9 +66,11 @@ impl RouteLimits {
         }
     }
 
-    /// Waits for a concurrency slot and for the rate limits to allow one request of about
-    /// `estimated_tokens`. Hold the permit for the duration of the attempt.
-    pub async fn admit(&self, estimated_tokens: u32) -> ConcurrencyPermit {
+    /// Waits until the route is up (or this request is its probe), for a concurrency slot,
+    /// and for the rate limits to allow one request of about `estimated_tokens`. Hold the
+    /// permit for the duration of the attempt.
+    pub async fn admit(&self, estimated_tokens: u32) -> Admission<'_> {
+        let probe = self.breaker.ready().await;
         let permit = self.concurrency.clone().acquire().await;
         if let Some(requests) = &self.requests {
             requests.until_ready().await;
@@ -76,12 +81,31 @@ impl RouteLimits {
                 NonZeroU32::new(estimated_tokens.clamp(1, burst.get())).unwrap_or(NonZeroU32::MIN);
             let _ = tokens.until_n_ready(n).await;
         }
-        permit
+        Admission {
+            _permit: permit,
+            _probe: probe,
+        }
     }
 
     /// An attempt succeeded: the cap may grow back.
     pub fn succeeded(&self) {
+        self.breaker.reached();
         self.concurrency.grow();
+    }
+
+    /// The upstream answered (whatever it said): it is up.
+    pub fn reached(&self) {
+        self.breaker.reached();
+    }
+
+    /// The upstream could not be reached: counts towards pausing the route.
+    pub fn unreachable(&self) {
+        self.breaker.unreachable();
+    }
+
+    /// Whether the route is paused because its upstream is down.
+    pub fn is_paused(&self) -> bool {
+        self.breaker.is_paused()
     }
 
     /// The upstream said it is saturated: back off.
@@ -167,6 +191,120 @@ impl AdaptiveConcurrency {
         }
         state.last_shrink = Some(now);
         state.limit = (state.limit * 0.7).max(1.0);
+    }
+}
+
+/// Leave to make one attempt: a concurrency slot and, while the route is paused, the probe's
+/// turn. Both are given back on drop.
+pub struct Admission<'a> {
+    _permit: ConcurrencyPermit,
+    _probe: Option<ProbeTurn<'a>>,
+}
+
+/// Consecutive failures to reach the upstream after which its route pauses.
+const TRIP_AFTER: u32 = 3;
+/// The first wait before probing a paused route; it doubles after each failed probe.
+const FIRST_PROBE_AFTER: Duration = Duration::from_secs(1);
+const LONGEST_PROBE_WAIT: Duration = Duration::from_secs(30);
+
+/// Pauses a route whose upstream is down, so that its requests wait in place rather than
+/// spend their retries against it: after [`TRIP_AFTER`] consecutive attempts that could not
+/// reach it, requests are held back; once the wait is over, one request goes as a probe; if it
+/// reaches the upstream, everyone goes again, else the wait doubles (up to
+/// [`LONGEST_PROBE_WAIT`]).
+#[derive(Default)]
+pub struct Breaker {
+    state: Mutex<BreakerState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    consecutive: u32,
+    /// Paused: no attempt before this instant, then one probe at a time.
+    paused_until: Option<Instant>,
+    wait: Duration,
+    probing: bool,
+}
+
+/// The probe's turn on a paused route; if it is dropped before its outcome was told, the next
+/// request may probe.
+pub struct ProbeTurn<'a> {
+    breaker: &'a Breaker,
+}
+
+impl Drop for ProbeTurn<'_> {
+    fn drop(&mut self) {
+        self.breaker.lock().probing = false;
+        self.breaker.changed.notify_waiters();
+    }
+}
+
+impl Breaker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns at once while the route is up; while it is paused, when this request may go
+    /// as the probe (with its turn).
+    pub async fn ready(&self) -> Option<ProbeTurn<'_>> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let wait = {
+                let mut state = self.lock();
+                match state.paused_until {
+                    None => return None,
+                    Some(until) => {
+                        let now = Instant::now();
+                        if now >= until && !state.probing {
+                            state.probing = true;
+                            return Some(ProbeTurn { breaker: self });
+                        }
+                        until.saturating_duration_since(now)
+                    }
+                }
+            };
+            if wait.is_zero() {
+                changed.await;
+            } else {
+                let _ = tokio::time::timeout(wait, changed).await;
+            }
+        }
+    }
+
+    fn reached(&self) {
+        let mut state = self.lock();
+        let was_paused = state.paused_until.is_some();
+        *state = BreakerState::default();
+        drop(state);
+        if was_paused {
+            tracing::info!("the upstream answers again; the route resumes");
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn unreachable(&self) {
+        let mut state = self.lock();
+        state.consecutive = state.consecutive.saturating_add(1);
+        if state.consecutive < TRIP_AFTER {
+            return;
+        }
+        state.wait = if state.paused_until.is_none() {
+            tracing::warn!(
+                failures = state.consecutive,
+                "the upstream cannot be reached; pausing the route and probing"
+            );
+            FIRST_PROBE_AFTER
+        } else {
+            (state.wait * 2).min(LONGEST_PROBE_WAIT)
+        };
+        state.paused_until = Some(Instant::now() + state.wait);
+    }
+
+    fn is_paused(&self) -> bool {
+        self.lock().paused_until.is_some()
     }
 }
 
@@ -266,6 +404,40 @@ mod tests {
         drop(held);
         let fourth = tokio::time::timeout(Duration::from_millis(500), cap.clone().acquire()).await;
         assert!(fourth.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_route_pauses_after_failures_to_reach_it_and_probes_one_at_a_time() {
+        let breaker = Breaker::default();
+        for _ in 0..TRIP_AFTER - 1 {
+            breaker.unreachable();
+            assert!(breaker.ready().await.is_none(), "not paused yet");
+        }
+        breaker.unreachable();
+        assert!(breaker.is_paused());
+        let started = tokio::time::Instant::now();
+        let probe = breaker
+            .ready()
+            .await
+            .expect("the first after the wait probes");
+        assert!(started.elapsed() >= FIRST_PROBE_AFTER);
+        // While the probe is out, nobody else goes.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), breaker.ready())
+                .await
+                .is_err()
+        );
+        // The probe fails: the wait doubles.
+        breaker.unreachable();
+        drop(probe);
+        let started = tokio::time::Instant::now();
+        let probe = breaker.ready().await.expect("a second probe");
+        assert!(started.elapsed() >= FIRST_PROBE_AFTER * 2);
+        // It gets through: everyone goes again at once.
+        breaker.reached();
+        drop(probe);
+        assert!(!breaker.is_paused());
+        assert!(breaker.ready().await.is_none());
     }
 
     #[tokio::test]

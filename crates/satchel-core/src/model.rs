@@ -68,7 +68,7 @@ pub struct ClaimedRequest {
 
 /// The store's handle of a leased request: which row, and which lease (a fencing token, so an
 /// outcome computed under a lease that has since been recovered is ignored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestKey {
     pub batch: i64,
     pub request: i64,

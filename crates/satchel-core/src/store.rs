@@ -10,6 +10,15 @@
 //!   a settlement whose lease is no longer current is ignored ([`Store::settle`]).
 //! - A batch whose `processing` count reaches zero becomes `ended` in that same transaction.
 //! - Every query is scoped by workspace; another workspace's batch is simply absent.
+//!
+//! Leases are a contract between a node and the store. A lease has an owner (the node id),
+//! a token (strictly increasing, from a counter: the fencing token) and an end (`until`). The
+//! holder renews it ([`Store::renew`]) while the request waits for its route or runs; only the
+//! current token may renew, settle or release; once `until` has passed, any node may claim the
+//! request again. At start a node recovers only the leases it owns ([`Store::recover`]):
+//! those of its previous life. Leases of other nodes are left to run out.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -24,12 +33,39 @@ use crate::model::{
 /// Failures of the storage engine itself (never a client's mistake).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("storage engine error: {0}")]
-    Engine(String),
+    /// The engine failed. `transient`: the same call may succeed later (the disk is full, the
+    /// database is busy, an I/O error, a lost connection); otherwise retrying will not help.
+    #[error("storage engine error: {source}")]
+    Engine {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        transient: bool,
+    },
     #[error("the create body ended before it was committed")]
     IngestAborted,
     #[error("storage task failed: {0}")]
     Task(String),
+}
+
+impl StoreError {
+    pub fn engine(
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        transient: bool,
+    ) -> Self {
+        Self::Engine {
+            source: source.into(),
+            transient,
+        }
+    }
+
+    /// Whether the same call may succeed if tried again later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Engine { transient, .. } => *transient,
+            Self::IngestAborted => false,
+            Self::Task(_) => true,
+        }
+    }
 }
 
 /// Where results are read from: a byte stream of JSONL lines, each ending in `\n`.
@@ -75,20 +111,39 @@ pub trait Store: Send + Sync + 'static {
     /// The batch's result lines in submission order, streamed without loading them all.
     fn results(&self, workspace: &str, id: &str) -> ResultStream;
 
-    /// Leases up to `max` runnable requests until `lease_until`, spread fairly across the
-    /// batches that have some (round robin, so a small batch is not starved by a large one).
+    /// Leases up to `max` runnable requests to `owner` until `until`, spread fairly across
+    /// workspaces and, within each, across batches (round robin, so a small batch is not
+    /// starved by a large one). All leases of one claim share a fresh token, greater than any
+    /// token handed out before.
     /// Runnable: no result yet, not leased (or its lease ran out), in a batch that is
-    /// `in_progress` and not past `expires_at`.
+    /// `in_progress` and not past `expires_at`. A runnable request whose stored params cannot
+    /// be read is not handed out: it ends `errored` (`api_error`) in the same transaction.
     async fn claim(
         &self,
+        owner: &str,
         max: usize,
         now: Timestamp,
-        lease_until: Timestamp,
+        until: Timestamp,
     ) -> Result<Vec<ClaimedRequest>, StoreError>;
+
+    /// Extends the leases that are still current (same token, not yet settled or released)
+    /// to `until`, in one transaction. Returns the ones that could not be renewed: lost
+    /// (settled, released, or taken over after running out), so their holder must not start
+    /// another attempt.
+    async fn renew(
+        &self,
+        leases: Vec<RequestKey>,
+        until: Timestamp,
+    ) -> Result<Vec<RequestKey>, StoreError>;
 
     /// Stores finished requests (one transaction for all of them): each result line is
     /// written only if its lease is still current, and counts move with it.
-    async fn settle(&self, settlements: Vec<Settlement>, now: Timestamp) -> Result<(), StoreError>;
+    /// (Shared, so a write that failed can be tried again with the same outcomes.)
+    async fn settle(
+        &self,
+        settlements: Arc<[Settlement]>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
 
     /// Gives leased requests back unrun (their batch stopped while they waited for a slot):
     /// each lease that is still current is cleared, so the request is runnable again or,
@@ -106,7 +161,8 @@ pub trait Store: Send + Sync + 'static {
     /// `archived_at`. Returns how many batches it archived.
     async fn archive(&self, created_before: Timestamp, now: Timestamp) -> Result<u64, StoreError>;
 
-    /// Releases every lease, at start-up of a single-node store: the process that held them
-    /// is gone, so their requests may run again at once.
-    async fn release_all_leases(&self) -> Result<u64, StoreError>;
+    /// Releases every lease held by `owner`, at that node's start: they are its previous
+    /// life's, so their requests may run again at once. Other owners' leases are left alone
+    /// (they run out by themselves if their node is gone). Returns how many it released.
+    async fn recover(&self, owner: &str) -> Result<u64, StoreError>;
 }

@@ -1,16 +1,19 @@
-//! Starting the service: open the store, recover, spawn the dispatcher and housekeeping, serve.
+//! Starting the service: open the store, recover this node's leases, spawn the dispatcher
+//! and housekeeping, serve; and stopping it, at once or by draining.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
-use satchel_core::dispatch::{DispatchConfig, Dispatcher};
+use satchel_core::dispatch::{DispatchConfig, Dispatcher, DispatcherHandle, DrainReport};
 use satchel_core::housekeeping::Housekeeper;
 use satchel_core::{Batches, Store, StoreError};
 use satchel_store_sqlite::{OpenError, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::backends;
@@ -36,53 +39,103 @@ pub enum StartError {
     },
 }
 
-/// A started server. Dropping it does not stop it; call [`RunningServer::stop`].
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`] (drains)
+/// or [`RunningServer::stop`] (at once).
 pub struct RunningServer {
     pub addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+    /// The owner of this server's leases.
+    pub node_id: String,
+    dispatcher: DispatcherHandle,
+    housekeeping: JoinHandle<()>,
+    stop_serving: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
 }
 
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    pub dispatch: DrainReport,
+    /// Whether every open HTTP response finished within the window.
+    pub responses_finished: bool,
+}
+
 impl RunningServer {
-    /// Waits until the HTTP server stops (it normally runs forever).
-    pub async fn wait(self) -> std::io::Result<()> {
-        let result = self
-            .server
+    /// Waits until the HTTP server stops (it normally runs until shut down).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.server)
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        for task in self.tasks {
-            task.abort();
-        }
-        result
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
-    /// Stops serving and all background work. Leased requests stay leased in the store and
-    /// run again at the next start.
+    /// Stops at once: serving and all background work. Leased requests stay leased in the
+    /// store, and run again when this node starts again (or their leases run out).
     pub fn stop(self) {
         self.server.abort();
-        for task in self.tasks {
-            task.abort();
+        self.housekeeping.abort();
+        self.dispatcher.abort();
+    }
+
+    /// Stops gracefully within `window`: no new connections; open responses may finish;
+    /// no new claims; requests not yet sent are given back at once; attempts in flight may
+    /// finish and are stored; whatever is still running when the window closes is given back.
+    pub async fn shutdown(self, window: Duration) -> ShutdownReport {
+        self.stop_serving.cancel();
+        let mut server = self.server;
+        let (dispatch, serving) = tokio::join!(
+            self.dispatcher.drain(window),
+            tokio::time::timeout(window, &mut server)
+        );
+        let responses_finished = serving.is_ok();
+        if !responses_finished {
+            server.abort();
+        }
+        self.housekeeping.abort();
+        ShutdownReport {
+            dispatch,
+            responses_finished,
         }
     }
 }
 
-/// Opens the store at `config.db`, recovers leases, starts the dispatcher (on the emulator),
-/// housekeeping and the HTTP server.
+/// Opens the store the configuration names (the SQLite file at `config.db`).
+pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+    Ok(Arc::new(SqliteStore::open(&config.db)?))
+}
+
+/// Opens the configured store, then starts the server on it (see [`start_with`]).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    // Configuration problems first: nothing is opened for a server that cannot run.
+    check(&config)?;
+    let store = open_store(&config)?;
+    start_with(config, store).await
+}
+
+fn check(config: &ServerConfig) -> Result<(), StartError> {
     if config.keys.is_open() && !config.listen.ip().is_loopback() {
         return Err(StartError::OpenBeyondLoopback(config.listen));
     }
-    // Configuration problems first: nothing is opened for a server that cannot run.
+    backends::build(config)?;
+    Ok(())
+}
+
+/// Starts the server on `store`: recovers this node's leases, starts the dispatcher (on the
+/// configured backends, else the emulator), housekeeping and the HTTP server.
+pub async fn start_with(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<RunningServer, StartError> {
+    check(&config)?;
     let (routes, route_capacity) = backends::build(&config)?;
     for route in routes.routes() {
         tracing::info!(backend = %route.name, "backend ready");
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.db)?);
-    let released = store.release_all_leases().await?;
-    if released > 0 {
+    let node_id = config.dispatch.node_id.clone();
+    let recovered = store.recover(&node_id).await?;
+    if recovered > 0 {
         tracing::info!(
-            released,
-            "released the leases of the previous run; those requests run again"
+            recovered,
+            node = %node_id,
+            "recovered this node's leases from its previous run; those requests run again"
         );
     }
     let work_arrived = Arc::new(Notify::new());
@@ -95,11 +148,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         max_in_flight: route_capacity,
         ..config.dispatch.clone()
     };
-    let mut tasks =
+    let dispatcher =
         Dispatcher::new(store.clone(), Arc::new(routes), dispatch, work_arrived).spawn();
-    tasks.push(
-        Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn(),
-    );
+    let housekeeping =
+        Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -122,6 +174,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         public_base_url: config.public_base_url.as_deref().map(Arc::from),
     };
     let app = api::router(state);
+    let stop_serving = CancellationToken::new();
+    let stopped = stop_serving.clone();
     let server = tokio::spawn(async move {
         axum::serve(
             listener.tap_io(|tcp| {
@@ -130,12 +184,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             }),
             app,
         )
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
         .await
     });
-    tracing::info!(%addr, db = %config.db.display(), "Satchel is serving the Message Batches API");
+    tracing::info!(%addr, node = %node_id, db = %config.db.display(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,
-        tasks,
+        node_id,
+        dispatcher,
+        housekeeping,
+        stop_serving,
         server,
     })
 }

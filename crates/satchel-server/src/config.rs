@@ -27,21 +27,52 @@ pub struct ServerConfig {
     pub housekeeping_tick: std::time::Duration,
     /// Model servers (`[[backends]]`); empty: the emulator runs every model.
     pub backends: Vec<BackendEntry>,
+    /// How long a graceful shutdown lets attempts in flight and open responses finish.
+    pub shutdown_timeout: std::time::Duration,
+}
+
+/// How long a graceful shutdown waits for attempts in flight and open responses.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The default node id: this host's name and the database's absolute path, so it is the same
+/// at every restart of the same server and differs between servers.
+pub fn default_node_id(db: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    // The file may not exist yet: make the path absolute through its directory.
+    let dir = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = match (std::fs::canonicalize(dir), db.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => db.to_owned(),
+    };
+    format!("{host}:{}", path.display())
 }
 
 impl ServerConfig {
     /// The defaults: loopback port 8080, `./satchel.db`, no keys, the API's windows.
     pub fn new(listen: SocketAddr, db: PathBuf) -> Self {
+        let dispatch = DispatchConfig {
+            node_id: default_node_id(&db),
+            ..DispatchConfig::default()
+        };
         Self {
             listen,
             db,
             public_base_url: None,
             keys: Keys::default(),
             lifecycle: LifecycleConfig::default(),
-            dispatch: DispatchConfig::default(),
+            dispatch,
             emulator: EmulatorConfig::default(),
             housekeeping_tick: std::time::Duration::from_millis(250),
             backends: Vec::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }

@@ -13,5 +13,7 @@ pub mod auth;
 pub mod backends;
 pub mod config;
 
-pub use app::{RunningServer, StartError, start};
-pub use config::{ConfigError, ConfigFile, ServerConfig};
+pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
+pub use config::{
+    ConfigError, ConfigFile, DEFAULT_SHUTDOWN_TIMEOUT, ServerConfig, default_node_id,
+};

@@ -39,7 +39,9 @@ macro_rules! store_conformance {
             released_requests_of_a_canceled_batch_end_canceled,
             delete_only_when_ended,
             archive_purges_results_and_keeps_the_batch,
-            leases_released_at_start_run_again,
+            a_node_recovers_only_its_own_leases,
+            renewals_keep_a_lease_and_report_lost_ones,
+            lease_tokens_strictly_increase,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -54,6 +56,10 @@ macro_rules! store_conformance {
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// The node that claims in these tests; [`OTHER_NODE`] is a second one sharing the store.
+const NODE: &str = "node-a";
+const OTHER_NODE: &str = "node-b";
 
 fn new_batch(workspace: &str, now: Timestamp) -> NewBatch {
     NewBatch {
@@ -101,7 +107,7 @@ async fn create(store: &Arc<dyn Store>, workspace: &str, n: usize, now: Timestam
     id
 }
 
-fn settle_ok(claimed: &[ClaimedRequest]) -> Vec<Settlement> {
+fn settle_ok(claimed: &[ClaimedRequest]) -> Arc<[Settlement]> {
     claimed
         .iter()
         .map(|c| Settlement {
@@ -112,7 +118,8 @@ fn settle_ok(claimed: &[ClaimedRequest]) -> Vec<Settlement> {
                 &RawValue::from_string("{}".into()).unwrap(),
             ),
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .into()
 }
 
 async fn lines(store: &Arc<dyn Store>, workspace: &str, id: &str) -> Vec<serde_json::Value> {
@@ -152,7 +159,7 @@ async fn get(
 /// Runs every runnable request to success.
 async fn drain(store: &Arc<dyn Store>, now: Timestamp) {
     loop {
-        let claimed = store.claim(500, now, now.plus(HOUR)).await.unwrap();
+        let claimed = store.claim(NODE, 500, now, now.plus(HOUR)).await.unwrap();
         if claimed.is_empty() {
             return;
         }
@@ -183,7 +190,7 @@ pub async fn create_is_all_or_nothing(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .claim(100, now, now.plus(HOUR))
+            .claim(NODE, 100, now, now.plus(HOUR))
             .await
             .unwrap()
             .is_empty(),
@@ -281,10 +288,10 @@ pub async fn list_pages_newest_first_both_ways(store: Arc<dyn Store>) {
 pub async fn every_request_settles_exactly_once(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 1_000, now).await;
-    let first = store.claim(400, now, now.plus(HOUR)).await.unwrap();
+    let first = store.claim(NODE, 400, now, now.plus(HOUR)).await.unwrap();
     assert_eq!(first.len(), 400);
     // Leased requests are not claimed again while the lease holds.
-    let second = store.claim(1_000, now, now.plus(HOUR)).await.unwrap();
+    let second = store.claim(NODE, 1_000, now, now.plus(HOUR)).await.unwrap();
     assert_eq!(second.len(), 600);
     store.settle(settle_ok(&first), now).await.unwrap();
     // Settling the same outcomes again changes nothing.
@@ -304,7 +311,7 @@ pub async fn every_request_settles_exactly_once(store: Arc<dyn Store>) {
     }
     assert!(
         store
-            .claim(10, now, now.plus(HOUR))
+            .claim(NODE, 10, now, now.plus(HOUR))
             .await
             .unwrap()
             .is_empty()
@@ -315,12 +322,12 @@ pub async fn a_stale_lease_cannot_settle(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 1, now).await;
     let old = store
-        .claim(1, now, now.plus(Duration::from_secs(1)))
+        .claim(NODE, 1, now, now.plus(Duration::from_secs(1)))
         .await
         .unwrap();
     // The lease runs out and another worker takes the request over.
     let later = now.plus(Duration::from_secs(2));
-    let new = store.claim(1, later, later.plus(HOUR)).await.unwrap();
+    let new = store.claim(NODE, 1, later, later.plus(HOUR)).await.unwrap();
     assert_eq!(new.len(), 1, "an expired lease is claimable again");
     assert_ne!(old[0].request.lease, new[0].request.lease);
     store.settle(settle_ok(&old), later).await.unwrap();
@@ -340,7 +347,7 @@ pub async fn claims_are_fair_across_batches(store: Arc<dyn Store>) {
     let first = create(&store, "w", 1_000, now).await;
     let second = create(&store, "w", 1_000, now).await;
     let other = create(&store, "x", 1_000, now).await;
-    let claimed = store.claim(40, now, now.plus(HOUR)).await.unwrap();
+    let claimed = store.claim(NODE, 40, now, now.plus(HOUR)).await.unwrap();
     assert_eq!(claimed.len(), 40);
     let mut shares: Vec<u64> = Vec::new();
     for (id, workspace) in [(&first, "w"), (&second, "w"), (&other, "x")] {
@@ -365,7 +372,7 @@ pub async fn claims_are_fair_across_batches(store: Arc<dyn Store>) {
 pub async fn cancel_ends_unleased_requests_and_in_flight_ones_finish(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 100, now).await;
-    let in_flight = store.claim(10, now, now.plus(HOUR)).await.unwrap();
+    let in_flight = store.claim(NODE, 10, now, now.plus(HOUR)).await.unwrap();
     let canceled = store.cancel_batch("w", &id, now).await.unwrap().unwrap();
     assert_eq!(canceled.status, ProcessingStatus::Canceling);
     assert_eq!(
@@ -375,7 +382,7 @@ pub async fn cancel_ends_unleased_requests_and_in_flight_ones_finish(store: Arc<
     assert_eq!(canceled.cancel_initiated_at, Some(now));
     assert!(
         store
-            .claim(100, now, now.plus(HOUR))
+            .claim(NODE, 100, now, now.plus(HOUR))
             .await
             .unwrap()
             .is_empty(),
@@ -399,11 +406,14 @@ pub async fn cancel_ends_unleased_requests_and_in_flight_ones_finish(store: Arc<
 pub async fn expiry_ends_what_has_not_started(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 50, now).await;
-    let in_flight = store.claim(5, now, now.plus(48 * HOUR)).await.unwrap();
+    let in_flight = store
+        .claim(NODE, 5, now, now.plus(48 * HOUR))
+        .await
+        .unwrap();
     let after_expiry = now.plus(25 * HOUR);
     assert!(
         store
-            .claim(10, after_expiry, after_expiry.plus(HOUR))
+            .claim(NODE, 10, after_expiry, after_expiry.plus(HOUR))
             .await
             .unwrap()
             .is_empty(),
@@ -430,7 +440,7 @@ pub async fn expiry_ends_what_has_not_started(store: Arc<dyn Store>) {
 pub async fn released_requests_of_a_canceled_batch_end_canceled(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 20, now).await;
-    let waiting = store.claim(20, now, now.plus(HOUR)).await.unwrap();
+    let waiting = store.claim(NODE, 20, now, now.plus(HOUR)).await.unwrap();
     assert_eq!(store.running_batches(now).await.unwrap().len(), 1);
     store.cancel_batch("w", &id, now).await.unwrap();
     assert!(store.running_batches(now).await.unwrap().is_empty());
@@ -488,16 +498,105 @@ pub async fn archive_purges_results_and_keeps_the_batch(store: Arc<dyn Store>) {
     assert_eq!(store.archive(now, later).await.unwrap(), 0, "archived once");
 }
 
-pub async fn leases_released_at_start_run_again(store: Arc<dyn Store>) {
+pub async fn a_node_recovers_only_its_own_leases(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 10, now).await;
-    let lost = store.claim(10, now, now.plus(HOUR)).await.unwrap();
-    assert_eq!(store.release_all_leases().await.unwrap(), 10);
-    let again = store.claim(10, now, now.plus(HOUR)).await.unwrap();
-    assert_eq!(again.len(), 10);
+    let lost = store.claim(NODE, 6, now, now.plus(HOUR)).await.unwrap();
+    let others = store
+        .claim(OTHER_NODE, 4, now, now.plus(HOUR))
+        .await
+        .unwrap();
+    assert_eq!((lost.len(), others.len()), (6, 4));
+    // NODE restarts: its previous life's leases run again at once; OTHER_NODE's do not.
+    assert_eq!(store.recover(NODE).await.unwrap(), 6);
+    let again = store.claim(NODE, 10, now, now.plus(HOUR)).await.unwrap();
+    let mut again_ids: Vec<i64> = again.iter().map(|c| c.request.request).collect();
+    let mut lost_ids: Vec<i64> = lost.iter().map(|c| c.request.request).collect();
+    again_ids.sort_unstable();
+    lost_ids.sort_unstable();
+    assert_eq!(
+        again_ids, lost_ids,
+        "exactly the recovered requests run again"
+    );
+    // The previous life's outcomes are stale; the other node's still count.
     store.settle(settle_ok(&lost), now).await.unwrap();
+    assert_eq!(get(&store, "w", &id).await.counts.succeeded, 0);
+    store.settle(settle_ok(&others), now).await.unwrap();
     store.settle(settle_ok(&again), now).await.unwrap();
     let ended = get(&store, "w", &id).await;
     assert_eq!(ended.counts.succeeded, 10);
     assert_eq!(lines(&store, "w", &id).await.len(), 10);
+}
+
+pub async fn renewals_keep_a_lease_and_report_lost_ones(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let id = create(&store, "w", 3, now).await;
+    let ttl = Duration::from_secs(60);
+    let held = store.claim(NODE, 3, now, now.plus(ttl)).await.unwrap();
+    assert_eq!(held.len(), 3);
+    let keys: Vec<_> = held.iter().map(|c| c.request).collect();
+    // Renewed before running out: another node finds nothing to claim after the first end.
+    let renewed_at = now.plus(Duration::from_secs(40));
+    let lost = store
+        .renew(keys.clone(), renewed_at.plus(ttl))
+        .await
+        .unwrap();
+    assert!(lost.is_empty(), "all three are still held");
+    let past_first_end = now.plus(Duration::from_secs(70));
+    assert!(
+        store
+            .claim(OTHER_NODE, 3, past_first_end, past_first_end.plus(ttl))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a renewed lease is not claimable"
+    );
+    // One settles, one is released: renewing those reports them lost.
+    store
+        .settle(settle_ok(&held[..1]), past_first_end)
+        .await
+        .unwrap();
+    store.release(vec![keys[1]]).await.unwrap();
+    let lost = store
+        .renew(keys.clone(), past_first_end.plus(ttl))
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![keys[0], keys[1]]);
+    // The third runs out without renewal and is taken over: its old holder has lost it.
+    let late = past_first_end.plus(2 * ttl);
+    let taken = store
+        .claim(OTHER_NODE, 3, late, late.plus(ttl))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2, "the released one and the one that ran out");
+    let lost = store.renew(vec![keys[2]], late.plus(ttl)).await.unwrap();
+    assert_eq!(lost, vec![keys[2]]);
+    store.settle(settle_ok(&held[2..]), late).await.unwrap();
+    store.settle(settle_ok(&taken), late).await.unwrap();
+    let ended = get(&store, "w", &id).await;
+    assert_eq!(
+        (ended.counts.succeeded, ended.status),
+        (3, ProcessingStatus::Ended)
+    );
+    assert_eq!(lines(&store, "w", &id).await.len(), 3);
+}
+
+pub async fn lease_tokens_strictly_increase(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    create(&store, "w", 30, now).await;
+    let mut last = 0;
+    for i in 0..10 {
+        // The same clock reading every time: tokens do not come from the clock.
+        let node = if i % 2 == 0 { NODE } else { OTHER_NODE };
+        let claimed = store.claim(node, 3, now, now.plus(HOUR)).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        for c in &claimed {
+            assert!(
+                c.request.lease > last,
+                "token {} after {last}",
+                c.request.lease
+            );
+        }
+        last = claimed[0].request.lease;
+    }
 }

@@ -116,8 +116,19 @@ fn lock_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A SQLite failure as the store's error, saying whether trying again later may help.
 pub(crate) fn engine(e: rusqlite::Error) -> StoreError {
-    StoreError::Engine(e.to_string())
+    use rusqlite::ErrorCode as C;
+    let transient = match &e {
+        rusqlite::Error::SqliteFailure(failure, _) => matches!(
+            failure.code,
+            C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::SystemIoFailure | C::OutOfMemory
+        ),
+        // A params file could not be written or read (see ops::io_error): I/O, so maybe.
+        rusqlite::Error::ToSqlConversionFailure(_) => true,
+        _ => false,
+    };
+    StoreError::engine(e, transient)
 }
 
 #[async_trait]
@@ -177,18 +188,24 @@ impl Store for SqliteStore {
 
     async fn claim(
         &self,
+        owner: &str,
         max: usize,
         now: Timestamp,
-        lease_until: Timestamp,
+        until: Timestamp,
     ) -> Result<Vec<ClaimedRequest>, StoreError> {
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.claim(max, now, lease_until))
+        let owner = owner.to_owned();
+        tokio::task::spawn_blocking(move || pool.claim(&owner, max, now, until))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
             .map_err(engine)
     }
 
-    async fn settle(&self, settlements: Vec<Settlement>, now: Timestamp) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        settlements: Arc<[Settlement]>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         self.write(move |c| ops::settle(c, &settlements, now)).await
     }
 
@@ -210,7 +227,16 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn release_all_leases(&self) -> Result<u64, StoreError> {
-        self.write(ops::release_all_leases).await
+    async fn renew(
+        &self,
+        leases: Vec<RequestKey>,
+        until: Timestamp,
+    ) -> Result<Vec<RequestKey>, StoreError> {
+        self.write(move |c| ops::renew(c, &leases, until)).await
+    }
+
+    async fn recover(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |c| ops::recover(c, &owner)).await
     }
 }

@@ -11,9 +11,9 @@ use satchel_core::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, NewRequest,
     OutcomeKind, RequestKey, Settlement,
 };
-use satchel_core::result_line::{TerminalKind, terminal_line_parts};
+use satchel_core::result_line::{self, TerminalKind, terminal_line_parts};
 use satchel_core::store::{ResultStream, StoreError};
-use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
+use satchel_wire::{ErrorType, ProcessingStatus, RequestCounts, Timestamp};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
@@ -570,9 +570,10 @@ pub(crate) fn claim(
     conn: &mut Connection,
     blobs: &Blobs,
     state: &mut ClaimState,
+    owner: &str,
     max: usize,
     now: Timestamp,
-    lease_until: Timestamp,
+    until: Timestamp,
 ) -> rusqlite::Result<Vec<ClaimedRequest>> {
     if max == 0 {
         return Ok(Vec::new());
@@ -587,9 +588,13 @@ pub(crate) fn claim(
         .query_map([now.as_micros()], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let workspaces = round_robin(running, state);
-    let lease = lease_until.as_micros().max(state.last_lease + 1);
-    state.last_lease = lease;
+    let token: i64 = tx
+        .prepare_cached(
+            "UPDATE meta SET value = value + 1 WHERE key = 'next_lease_token' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
     let mut claimed = Vec::with_capacity(max);
+    let mut unreadable: Vec<Settlement> = Vec::new();
     {
         let mut pick = tx.prepare_cached(
             "SELECT q.request_id, r.custom_id, r.params, r.params_at, r.params_len
@@ -598,8 +603,9 @@ pub(crate) fn claim(
         )?;
         let mut first_request =
             tx.prepare_cached("SELECT first_request FROM batches WHERE pk = ?1")?;
-        let mut take =
-            tx.prepare_cached("UPDATE queue SET lease_until = ?2 WHERE request_id = ?1")?;
+        let mut take = tx.prepare_cached(
+            "UPDATE queue SET lease_until = ?2, lease_token = ?3, owner = ?4 WHERE request_id = ?1",
+        )?;
         // Fair shares at two levels: each workspace an equal part of the room left, each of
         // its batches an equal part of that; what one cannot use passes to the next.
         let mut workspaces_left = workspaces.len();
@@ -620,7 +626,13 @@ pub(crate) fn claim(
                 let mut file: Option<std::io::Result<File>> = None;
                 while let Some(row) = rows.next()? {
                     let request_id: i64 = row.get(0)?;
-                    take.execute(params![request_id, lease])?;
+                    let custom_id: String = row.get(1)?;
+                    take.execute(params![request_id, until.as_micros(), token, owner])?;
+                    let key = RequestKey {
+                        batch: pk,
+                        request: request_id,
+                        lease: token,
+                    };
                     let bytes = match row.get::<_, Option<i64>>(3)? {
                         None => Ok(row.get_ref(2)?.as_blob()?.to_vec()),
                         Some(at) => {
@@ -636,37 +648,43 @@ pub(crate) fn claim(
                             }
                         }
                     };
-                    let params = match bytes {
-                        Ok(bytes) => String::from_utf8(bytes)
-                            .ok()
-                            .and_then(|text| RawValue::from_string(text).ok()),
-                        Err(e) => {
-                            tracing::error!(request_id, error = %e, "cannot read the stored params");
-                            None
+                    match stored_params(bytes) {
+                        Ok(params) => claimed.push(ClaimedRequest {
+                            request: key,
+                            custom_id,
+                            params,
+                        }),
+                        Err(problem) => {
+                            // Never runnable again as it is: end it as data rather than
+                            // leave the batch waiting for a request that can never start.
+                            tracing::error!(request_id, %problem, "a request's stored params cannot be read; it ends errored");
+                            unreadable.push(Settlement {
+                                request: key,
+                                kind: OutcomeKind::Errored,
+                                line: result_line::errored(
+                                    &custom_id,
+                                    ErrorType::ApiError,
+                                    &format!("Satchel could not read this request's stored params ({problem}); it was not sent."),
+                                ),
+                            });
                         }
-                    };
-                    let Some(params) = params else {
-                        // Stored bytes were valid JSON at ingest, so this is never expected;
-                        // the row stays leased rather than being claimed again at once (and
-                        // the other batches go on).
-                        tracing::error!(request_id, "stored params are unreadable");
-                        continue;
-                    };
-                    claimed.push(ClaimedRequest {
-                        request: RequestKey {
-                            batch: pk,
-                            request: request_id,
-                            lease,
-                        },
-                        custom_id: row.get(1)?,
-                        params,
-                    });
+                    }
                 }
             }
         }
     }
+    if !unreadable.is_empty() {
+        settle_in(&tx, &unreadable, now)?;
+    }
     tx.commit()?;
     Ok(claimed)
+}
+
+/// The params bytes as read back from the store, or what is wrong with them.
+fn stored_params(bytes: std::io::Result<Vec<u8>>) -> Result<Box<RawValue>, String> {
+    let bytes = bytes.map_err(|e| format!("the params file could not be read: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| "the stored bytes are not UTF-8".to_owned())?;
+    RawValue::from_string(text).map_err(|_| "the stored bytes are not valid JSON".to_owned())
 }
 
 pub(crate) fn settle(
@@ -674,16 +692,22 @@ pub(crate) fn settle(
     settlements: &[Settlement],
     now: Timestamp,
 ) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    settle_in(&tx, settlements, now)?;
+    tx.commit()
+}
+
+/// Settles in the caller's transaction: each line is stored only if its lease is current.
+fn settle_in(tx: &Connection, settlements: &[Settlement], now: Timestamp) -> rusqlite::Result<()> {
     #[derive(Default)]
     struct Delta {
         succeeded: i64,
         errored: i64,
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deltas: BTreeMap<i64, Delta> = BTreeMap::new();
     {
         let mut release =
-            tx.prepare_cached("DELETE FROM queue WHERE request_id = ?1 AND lease_until = ?2")?;
+            tx.prepare_cached("DELETE FROM queue WHERE request_id = ?1 AND lease_token = ?2")?;
         let mut record =
             tx.prepare_cached("INSERT INTO results (request_id, line) VALUES (?1, ?2)")?;
         for s in settlements {
@@ -699,17 +723,36 @@ pub(crate) fn settle(
             }
         }
     }
+    let mut count = tx.prepare_cached(
+        "UPDATE batches SET processing = processing - ?2 - ?3, succeeded = succeeded + ?2,
+         errored = errored + ?3 WHERE pk = ?1",
+    )?;
+    for (pk, delta) in &deltas {
+        count.execute(params![pk, delta.succeeded, delta.errored])?;
+        end_if_done(tx, *pk, now)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn renew(
+    conn: &mut Connection,
+    leases: &[RequestKey],
+    until: Timestamp,
+) -> rusqlite::Result<Vec<RequestKey>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut lost = Vec::new();
     {
-        let mut count = tx.prepare_cached(
-            "UPDATE batches SET processing = processing - ?2 - ?3, succeeded = succeeded + ?2,
-             errored = errored + ?3 WHERE pk = ?1",
+        let mut renew = tx.prepare_cached(
+            "UPDATE queue SET lease_until = ?3 WHERE request_id = ?1 AND lease_token = ?2",
         )?;
-        for (pk, delta) in &deltas {
-            count.execute(params![pk, delta.succeeded, delta.errored])?;
-            end_if_done(&tx, *pk, now)?;
+        for key in leases {
+            if renew.execute(params![key.request, key.lease, until.as_micros()])? == 0 {
+                lost.push(*key);
+            }
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(lost)
 }
 
 pub(crate) fn sweep_unrunnable(conn: &mut Connection, now: Timestamp) -> rusqlite::Result<u64> {
@@ -766,15 +809,18 @@ pub(crate) fn archive(
     Ok(due.len() as u64)
 }
 
-pub(crate) fn release_all_leases(conn: &mut Connection) -> rusqlite::Result<u64> {
-    Ok(conn.execute("UPDATE queue SET lease_until = 0 WHERE lease_until > 0", [])? as u64)
+pub(crate) fn recover(conn: &mut Connection, owner: &str) -> rusqlite::Result<u64> {
+    Ok(conn.execute(
+        "UPDATE queue SET lease_until = 0, lease_token = 0, owner = NULL WHERE owner = ?1",
+        [owner],
+    )? as u64)
 }
 
 pub(crate) fn release(conn: &mut Connection, requests: &[RequestKey]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut release = tx.prepare_cached(
-            "UPDATE queue SET lease_until = 0 WHERE request_id = ?1 AND lease_until = ?2",
+            "UPDATE queue SET lease_until = 0, lease_token = 0, owner = NULL WHERE request_id = ?1 AND lease_token = ?2",
         )?;
         for key in requests {
             release.execute(params![key.request, key.lease])?;

@@ -26,8 +26,6 @@ const SCHEMA: &str = include_str!("schema.sql");
 pub(crate) struct ClaimState {
     /// The batch served last, so the next claim starts after it (round robin).
     pub last_batch: i64,
-    /// The last lease token handed out; tokens strictly increase.
-    pub last_lease: i64,
     /// Counts claims, to rotate which workspace is served first.
     pub rotation: usize,
 }
@@ -56,17 +54,30 @@ const WRITER_AUTOCHECKPOINT_BYTES: i64 = 512 << 20;
 /// reused is cheaper to write than one that grows, so it is not cut back further).
 const WAL_SIZE_LIMIT: i64 = 256 << 20;
 
-/// Adds `params_at` and `params_len` to a `requests` table made before they existed.
-fn add_params_file_columns(conn: &Connection) -> rusqlite::Result<()> {
-    let has: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('requests') WHERE name = 'params_at'",
-        [],
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
         |r| r.get(0),
-    )?;
-    if !has {
+    )
+}
+
+/// Brings a file made by an older version up to the current schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // Large batches' params moved to files.
+    if !has_column(conn, "requests", "params_at")? {
         conn.execute_batch(
             "ALTER TABLE requests ADD COLUMN params_at INTEGER;
              ALTER TABLE requests ADD COLUMN params_len INTEGER;",
+        )?;
+    }
+    // Leases gained an owner and a token. The old leases had neither (their end was their
+    // token, and one process owned them all): they belonged to a process that is gone.
+    if !has_column(conn, "queue", "owner")? {
+        conn.execute_batch(
+            "ALTER TABLE queue ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE queue ADD COLUMN owner TEXT;
+             UPDATE queue SET lease_until = 0;",
         )?;
     }
     Ok(())
@@ -137,10 +148,10 @@ impl Pool {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1), ('next_request_id', 1)",
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1), ('next_request_id', 1), ('next_lease_token', 0)",
             [],
         )?;
-        add_params_file_columns(&conn)?;
+        migrate(&conn)?;
         let blobs = Blobs::new(path);
         ops::discard_unfinished_ingests(&mut conn, &blobs)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
@@ -185,14 +196,15 @@ impl Pool {
 
     pub fn claim(
         &self,
+        owner: &str,
         max: usize,
         now: Timestamp,
-        lease_until: Timestamp,
+        until: Timestamp,
     ) -> rusqlite::Result<Vec<ClaimedRequest>> {
         let claimed = {
             let mut writer = lock(&self.writer);
             let Writer { conn, claim } = &mut *writer;
-            ops::claim(conn, &self.blobs, claim, max, now, lease_until)
+            ops::claim(conn, &self.blobs, claim, owner, max, now, until)
         };
         self.wrote();
         claimed

@@ -44,11 +44,16 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 
 -- The requests still to run: narrow, so claims never touch the params blobs.
--- lease_until = 0: never leased; otherwise the lease's end, also its fencing token.
+-- A request is runnable when lease_until <= now (0: never leased). A lease has an owner (the
+-- node id that claimed it) and a token from the `next_lease_token` counter, its fencing
+-- token: only the current token may renew, settle or release it. (Files written by older
+-- versions lack lease_token and owner; opening the store adds them.)
 CREATE TABLE IF NOT EXISTS queue (
     request_id  INTEGER PRIMARY KEY,
     batch_pk    INTEGER NOT NULL,
-    lease_until INTEGER NOT NULL
+    lease_until INTEGER NOT NULL,
+    lease_token INTEGER NOT NULL DEFAULT 0,
+    owner       TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_runnable ON queue (batch_pk, lease_until);
 

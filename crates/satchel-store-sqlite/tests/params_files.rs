@@ -74,7 +74,7 @@ async fn run_all(store: &SqliteStore, n: usize) {
     while seen < n {
         let now = Timestamp::now();
         let claimed = store
-            .claim(100, now, now.plus(Duration::from_secs(60)))
+            .claim("node-a", 100, now, now.plus(Duration::from_secs(60)))
             .await
             .unwrap();
         assert!(!claimed.is_empty());
@@ -90,8 +90,11 @@ async fn run_all(store: &SqliteStore, n: usize) {
                 kind: OutcomeKind::Succeeded,
                 line: br#"{"custom_id":"x","result":{"type":"canceled"}}"#.to_vec(),
             })
-            .collect();
-        store.settle(settled, Timestamp::now()).await.unwrap();
+            .collect::<Vec<_>>();
+        store
+            .settle(settled.into(), Timestamp::now())
+            .await
+            .unwrap();
     }
 }
 
@@ -182,7 +185,7 @@ async fn a_lost_params_file_does_not_stop_other_batches() {
         let now = Timestamp::now();
         claimed.extend(
             store
-                .claim(1_000, now, now.plus(Duration::from_secs(60)))
+                .claim("node-a", 1_000, now, now.plus(Duration::from_secs(60)))
                 .await
                 .unwrap(),
         );

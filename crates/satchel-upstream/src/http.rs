@@ -110,19 +110,34 @@ pub(crate) fn transport_failure(e: &reqwest::Error, options: &HttpOptions) -> Fa
             None,
         )
     } else {
-        // The error's chain says what went wrong (refused, reset, closed early) without secrets.
-        let mut detail = e.to_string();
+        // The error's chain says what went wrong (refused, reset, closed early). reqwest's own
+        // message names the URL, an internal address the result line must not expose, so it
+        // is left out: only the causes are kept.
+        let mut detail = String::new();
         let mut source = std::error::Error::source(e);
         while let Some(inner) = source {
-            detail.push_str(": ");
+            if !detail.is_empty() {
+                detail.push_str(": ");
+            }
             detail.push_str(&inner.to_string());
             source = inner.source();
         }
-        Failure::transient(
-            ErrorType::ApiError,
-            format!("upstream connection failed: {detail}"),
-            None,
-        )
+        if detail.is_empty() {
+            detail.push_str("the connection failed");
+        }
+        if e.is_connect() {
+            Failure::unreachable(
+                ErrorType::ApiError,
+                format!("could not connect to the upstream: {detail}"),
+                None,
+            )
+        } else {
+            Failure::transient(
+                ErrorType::ApiError,
+                format!("upstream connection failed: {detail}"),
+                None,
+            )
+        }
     }
 }
 
@@ -158,6 +173,8 @@ pub(crate) fn status_failure(status: StatusCode, headers: &HeaderMap, body: &[u8
     let after = retry_after(headers);
     let mut failure = match status.as_u16() {
         429 | 529 => Failure::throttled(kind, message, after),
+        // A gateway or the server itself says it is not there: the route is down.
+        502..=504 => Failure::unreachable(kind, message, after),
         408 | 409 | 500..=599 => Failure::transient(kind, message, after),
         _ => Failure::fatal(kind, message),
     };

@@ -61,6 +61,22 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: u32,
 
+    /// This node's id, the owner of its leases: stable across restarts, unique among the
+    /// nodes sharing a store. Default: this host's name and the database's path.
+    #[arg(long, env = "SATCHEL_NODE_ID")]
+    node_id: Option<String>,
+
+    /// How long a lease on a request lasts unless renewed (renewed every third of it while
+    /// the request waits or runs). A node that stops renewing loses its requests to others
+    /// after this long.
+    #[arg(long, env = "SATCHEL_LEASE_TTL", default_value = "60s", value_parser = parse_lease_ttl)]
+    lease_ttl: Duration,
+
+    /// On SIGTERM or SIGINT: how long attempts in flight and open responses may take to
+    /// finish before what is left is given back (it runs again at the next start).
+    #[arg(long, env = "SATCHEL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `satchel_core=debug`.
     #[arg(long, env = "SATCHEL_LOG", default_value = "info")]
     log: String,
@@ -70,6 +86,14 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
         _ => Err(format!("expected a fraction between 0 and 1, got {text:?}")),
+    }
+}
+
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err("must be at least 1s".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -103,6 +127,11 @@ impl ServeArgs {
         config.lifecycle.expiry = self.expiry;
         config.lifecycle.retention = self.retention;
         config.dispatch.max_in_flight = self.max_in_flight as usize;
+        if let Some(node_id) = self.node_id.filter(|n| !n.trim().is_empty()) {
+            config.dispatch.node_id = node_id;
+        }
+        config.dispatch.lease_ttl = self.lease_ttl;
+        config.shutdown_timeout = self.shutdown_timeout;
         Ok(config)
     }
 }
@@ -118,13 +147,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let server = satchel_server::start(config).await?;
-        tokio::select! {
-            result = server.wait() => result.context("the HTTP server stopped"),
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted; stopping (accepted batches are safe in the store)");
-                Ok(())
-            }
-        }
+        let window = config.shutdown_timeout;
+        let mut server = satchel_server::start(config).await?;
+        let signal = tokio::select! {
+            result = server.wait() => return result.context("the HTTP server stopped"),
+            signal = shutdown_signal() => signal?,
+        };
+        tracing::info!(%signal, window = %humantime::format_duration(window), "shutting down: draining");
+        let report = server.shutdown(window).await;
+        tracing::info!(
+            settled = report.dispatch.settled,
+            released = report.dispatch.released,
+            cut = report.dispatch.cut,
+            responses_finished = report.responses_finished,
+            "drained; stopped (accepted batches are safe in the store)"
+        );
+        Ok(())
+    })
+}
+
+/// Waits for SIGTERM (what deployments send) or SIGINT (Ctrl-C), and says which.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     })
 }
