@@ -17,6 +17,8 @@ struct Inner {
     /// Arrival of each request, in milliseconds since the first.
     arrivals_ms: Vec<f64>,
     statuses: BTreeMap<u16, u64>,
+    /// Arrivals of each distinct request body.
+    per_request: HashMap<u64, u32>,
     /// Requests told to retry: when, and after how long.
     waiting: HashMap<u64, (Instant, Duration)>,
     /// For each retry of such a request: (observed gap, asked gap) in milliseconds.
@@ -35,6 +37,7 @@ impl Stats {
         inner
             .arrivals_ms
             .push(now.duration_since(first).as_secs_f64() * 1000.0);
+        *inner.per_request.entry(key).or_default() += 1;
         if let Some((asked_at, asked)) = inner.waiting.remove(&key) {
             let gap = now.duration_since(asked_at).as_secs_f64() * 1000.0;
             inner
@@ -57,6 +60,9 @@ impl Stats {
             "requests": inner.arrivals_ms.len(),
             "statuses": inner.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "arrivals_ms": inner.arrivals_ms,
+            "distinct_requests": inner.per_request.len(),
+            "max_arrivals_per_request": inner.per_request.values().max().copied().unwrap_or(0),
+            "requests_seen_more_than_once": inner.per_request.values().filter(|n| **n > 1).count(),
             "retry_gaps_ms": inner.retry_gaps_ms.iter().map(|(gap, asked)| json!({"gap": gap, "asked": asked})).collect::<Vec<_>>(),
         })
     }

@@ -34,6 +34,10 @@ impl Blobs {
         }
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self, first_request: i64) -> PathBuf {
         self.dir.join(first_request.to_string())
     }

@@ -42,6 +42,16 @@ pub enum OpenError {
     },
     #[error("{path} is in use by another Satchel process (lock file {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "{path} is {state}, but {params} holds the params of batches: the database was lost or \
+         replaced. Refusing to start (nothing was changed); restore the database from a backup, \
+         or move {params} away to start empty"
+    )]
+    DatabaseLost {
+        path: PathBuf,
+        params: PathBuf,
+        state: &'static str,
+    },
     #[error("cannot open the SQLite database {path}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -75,6 +85,7 @@ impl SqliteStore {
                 lock: lock_path,
             });
         }
+        refuse_lost_database(path)?;
         let pool = Pool::open(path).map_err(|source| OpenError::Sqlite {
             path: path.to_owned(),
             source,
@@ -108,6 +119,32 @@ impl SqliteStore {
             .map_err(|e| StoreError::Task(e.to_string()))?
             .map_err(engine)
     }
+}
+
+/// A database that is missing or empty while its params directory holds files was lost or
+/// replaced: starting would sweep those files as orphans, so refuse instead.
+fn refuse_lost_database(db: &Path) -> Result<(), OpenError> {
+    let state = match std::fs::metadata(db) {
+        Ok(meta) if meta.len() > 0 => return Ok(()),
+        Ok(_) => "empty",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "missing",
+        Err(source) => {
+            return Err(OpenError::Io {
+                path: db.to_owned(),
+                source,
+            });
+        }
+    };
+    let params = blobs::Blobs::new(db).dir().to_owned();
+    let holds_files = std::fs::read_dir(&params).is_ok_and(|mut entries| entries.next().is_some());
+    if holds_files {
+        return Err(OpenError::DatabaseLost {
+            path: db.to_owned(),
+            params,
+            state,
+        });
+    }
+    Ok(())
 }
 
 fn lock_path(db: &Path) -> PathBuf {

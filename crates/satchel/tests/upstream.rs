@@ -5,51 +5,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Server, client_get, client_send, create_batch, get_batch};
-
-/// `satchel mock-upstream` on a free port.
-struct Mock {
-    child: Child,
-    base: String,
-}
-
-impl Mock {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_satchel"))
-            .args(["mock-upstream", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "{line}");
-        Self { child, base }
-    }
-
-    async fn stats(&self) -> Value {
-        let (status, body) = client_get(&format!("{}/stats", self.base)).await;
-        assert_eq!(status, 200);
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Mock, Server, client_get, client_send, create_batch, get_batch};
 
 /// Writes a config with the given `[[backends]]` TOML and starts Satchel on it.
 async fn serve_with(dir: &Path, backends: &str) -> Server {

@@ -3,6 +3,7 @@
 // Each test binary uses its own part of these helpers.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -72,6 +73,31 @@ impl Server {
         self.child.wait().unwrap();
     }
 
+    /// Sends `signal` (e.g. "TERM") and waits up to `within` for the process to exit.
+    pub async fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        within: Duration,
+    ) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {within:?} of SIG{signal}: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The process's peak resident memory so far (VmHWM), in KB.
     pub fn peak_rss_kb(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -102,6 +128,62 @@ impl Server {
 }
 
 impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `satchel mock-upstream` as a process.
+pub struct Mock {
+    child: Child,
+    pub base: String,
+}
+
+impl Mock {
+    /// On a free port.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    /// On `listen` (e.g. the address of a mock that was stopped, to bring it back).
+    pub fn start_on(listen: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["mock-upstream", "--listen", listen])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+        Self { child, base }
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (status, body) = client_get(&format!("{}/stats", self.base)).await;
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Mock {
+    /// The `host:port` it listens on.
+    pub fn listen_addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Mock {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
