@@ -222,7 +222,7 @@ pub struct Breaker {
 struct BreakerState {
     consecutive: u32,
     /// Paused: no attempt before this instant, then one probe at a time.
-    paused_until: Option<Instant>,
+    paused_until: Option<tokio::time::Instant>,
     wait: Duration,
     probing: bool,
 }
@@ -257,7 +257,7 @@ impl Breaker {
                 match state.paused_until {
                     None => return None,
                     Some(until) => {
-                        let now = Instant::now();
+                        let now = tokio::time::Instant::now();
                         if now >= until && !state.probing {
                             state.probing = true;
                             return Some(ProbeTurn { breaker: self });
@@ -300,7 +300,7 @@ impl Breaker {
         } else {
             (state.wait * 2).min(LONGEST_PROBE_WAIT)
         };
-        state.paused_until = Some(Instant::now() + state.wait);
+        state.paused_until = Some(tokio::time::Instant::now() + state.wait);
     }
 
     fn is_paused(&self) -> bool {

@@ -4,10 +4,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use satchel_wire::Timestamp;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::store::Store;
 

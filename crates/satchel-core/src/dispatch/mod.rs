@@ -22,6 +22,8 @@ mod gate;
 mod leases;
 mod record;
 mod run;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
