@@ -33,9 +33,18 @@ const BATCH_COLUMNS: &str = "id, workspace, state, processing, succeeded, errore
 
 fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
     let status = match row.get::<_, i64>(2)? {
+        IN_PROGRESS => ProcessingStatus::InProgress,
         CANCELING => ProcessingStatus::Canceling,
         ENDED => ProcessingStatus::Ended,
-        _ => ProcessingStatus::InProgress,
+        // Never shown as something it is not: a state this version does not know (or an
+        // ingesting batch, which no query returns) is an error.
+        other => {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Integer,
+                format!("unknown batch state {other}").into(),
+            ));
+        }
     };
     let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
         Ok(row.get::<_, Option<i64>>(i)?.map(Timestamp::from_micros))
