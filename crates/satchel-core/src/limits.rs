@@ -113,6 +113,11 @@ impl RouteLimits {
         self.concurrency.shrink();
     }
 
+    /// The configured concurrency (the adaptive cap never exceeds it).
+    pub fn max_concurrency(&self) -> usize {
+        self.concurrency.max
+    }
+
     pub(crate) fn limits_tokens(&self) -> bool {
         self.tokens.is_some()
     }

@@ -98,3 +98,17 @@ pub enum DeleteOutcome {
     NotFound,
     NotEnded,
 }
+
+/// Which requests a claim may take, by the `model` recorded for each at ingest (see
+/// [`crate::routing::model_of`]). Model ids come from [`crate::Store::models`];
+/// [`NO_MODEL`] stands for requests without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelFilter {
+    /// Whatever the model (one route serves them all).
+    Any,
+    /// Only requests whose model is one of these.
+    Only(Vec<i64>),
+}
+
+/// The model id of a request whose params name no model (they end errored when run).
+pub const NO_MODEL: i64 = 0;

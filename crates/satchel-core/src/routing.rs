@@ -131,6 +131,48 @@ impl Routes {
     }
 }
 
+impl Routes {
+    /// The index (in [`Routes::routes`] order) of the route serving `model`, if any.
+    pub fn index_of(&self, model: &str) -> Option<usize> {
+        self.table
+            .iter()
+            .position(|(patterns, _)| patterns.iter().any(|p| p.matches(model)))
+    }
+
+    /// Whether one route serves every model, so claims need not look at models at all.
+    pub fn is_catch_all(&self) -> bool {
+        matches!(self.table.as_slice(), [(patterns, _)] if patterns.iter().any(|p| p.matches("")))
+    }
+}
+
+/// The `model` of a request's params, read without parsing the rest when it comes first (as
+/// the SDKs send it): the route key recorded at ingest. None when absent or not a string.
+pub fn model_of(params: &RawValue) -> Option<String> {
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Find<'a>(&'a mut Option<String>);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "model" {
+                    *self.0 = map.next_value::<String>().ok();
+                    // Found: stop here rather than read the rest (the error is discarded).
+                    return Err(de::Error::custom("found"));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(params.get());
+    let _ = (&mut de).deserialize_map(Find(&mut found));
+    found
+}
+
 impl Default for Routes {
     fn default() -> Self {
         Self::new()
@@ -155,6 +197,24 @@ mod tests {
             &LimitsConfig::default(),
             RetryPolicy::default(),
         )
+    }
+
+    #[test]
+    fn model_of_reads_the_top_level_model_wherever_it_is() {
+        assert_eq!(
+            model_of(&raw(r#"{"model":"a","messages":[]}"#)).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            model_of(&raw(
+                r#"{"max_tokens":5,"metadata":{"model":"x"},"model":"b\u0041"}"#
+            ))
+            .as_deref(),
+            Some("bA")
+        );
+        assert_eq!(model_of(&raw(r#"{"messages":[]}"#)), None);
+        assert_eq!(model_of(&raw(r#"{"model":5}"#)), None);
+        assert_eq!(model_of(&raw(r#"[1]"#)), None);
     }
 
     fn raw(json: &str) -> Box<RawValue> {

@@ -26,8 +26,8 @@ use satchel_wire::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::model::{
-    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, RequestKey,
-    Settlement,
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
+    RequestKey, Settlement,
 };
 
 /// Failures of the storage engine itself (never a client's mistake).
@@ -118,13 +118,18 @@ pub trait Store: Send + Sync + 'static {
     /// Runnable: no result yet, not leased (or its lease ran out), in a batch that is
     /// `in_progress` and not past `expires_at`. A runnable request whose stored params cannot
     /// be read is not handed out: it ends `errored` (`api_error`) in the same transaction.
+    /// Only requests that `models` admits are taken (claims are made per route).
     async fn claim(
         &self,
         owner: &str,
         max: usize,
+        models: &ModelFilter,
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<ClaimedRequest>, StoreError>;
+
+    /// Every model recorded at ingest so far, with its id (for [`ModelFilter::Only`]).
+    async fn models(&self) -> Result<Vec<(i64, String)>, StoreError>;
 
     /// Extends the leases that are still current (same token, not yet settled or released)
     /// to `until`, in one transaction. Returns the ones that could not be renewed: lost

@@ -14,8 +14,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use satchel_core::Store;
 use satchel_core::model::{
-    ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, NewRequest, OutcomeKind,
-    Settlement,
+    ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch, NewRequest,
+    OutcomeKind, Settlement,
 };
 use satchel_core::result_line;
 use satchel_wire::{ProcessingStatus, Timestamp, ids};
@@ -42,6 +42,7 @@ macro_rules! store_conformance {
             a_node_recovers_only_its_own_leases,
             renewals_keep_a_lease_and_report_lost_ones,
             lease_tokens_strictly_increase,
+            claims_take_only_the_models_asked_for,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -159,7 +160,10 @@ async fn get(
 /// Runs every runnable request to success.
 async fn drain(store: &Arc<dyn Store>, now: Timestamp) {
     loop {
-        let claimed = store.claim(NODE, 500, now, now.plus(HOUR)).await.unwrap();
+        let claimed = store
+            .claim(NODE, 500, &ModelFilter::Any, now, now.plus(HOUR))
+            .await
+            .unwrap();
         if claimed.is_empty() {
             return;
         }
@@ -190,7 +194,7 @@ pub async fn create_is_all_or_nothing(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .claim(NODE, 100, now, now.plus(HOUR))
+            .claim(NODE, 100, &ModelFilter::Any, now, now.plus(HOUR))
             .await
             .unwrap()
             .is_empty(),
@@ -288,10 +292,16 @@ pub async fn list_pages_newest_first_both_ways(store: Arc<dyn Store>) {
 pub async fn every_request_settles_exactly_once(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 1_000, now).await;
-    let first = store.claim(NODE, 400, now, now.plus(HOUR)).await.unwrap();
+    let first = store
+        .claim(NODE, 400, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 400);
     // Leased requests are not claimed again while the lease holds.
-    let second = store.claim(NODE, 1_000, now, now.plus(HOUR)).await.unwrap();
+    let second = store
+        .claim(NODE, 1_000, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
     assert_eq!(second.len(), 600);
     store.settle(settle_ok(&first), now).await.unwrap();
     // Settling the same outcomes again changes nothing.
@@ -311,7 +321,7 @@ pub async fn every_request_settles_exactly_once(store: Arc<dyn Store>) {
     }
     assert!(
         store
-            .claim(NODE, 10, now, now.plus(HOUR))
+            .claim(NODE, 10, &ModelFilter::Any, now, now.plus(HOUR))
             .await
             .unwrap()
             .is_empty()
@@ -322,12 +332,21 @@ pub async fn a_stale_lease_cannot_settle(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 1, now).await;
     let old = store
-        .claim(NODE, 1, now, now.plus(Duration::from_secs(1)))
+        .claim(
+            NODE,
+            1,
+            &ModelFilter::Any,
+            now,
+            now.plus(Duration::from_secs(1)),
+        )
         .await
         .unwrap();
     // The lease runs out and another worker takes the request over.
     let later = now.plus(Duration::from_secs(2));
-    let new = store.claim(NODE, 1, later, later.plus(HOUR)).await.unwrap();
+    let new = store
+        .claim(NODE, 1, &ModelFilter::Any, later, later.plus(HOUR))
+        .await
+        .unwrap();
     assert_eq!(new.len(), 1, "an expired lease is claimable again");
     assert_ne!(old[0].request.lease, new[0].request.lease);
     store.settle(settle_ok(&old), later).await.unwrap();
@@ -347,7 +366,10 @@ pub async fn claims_are_fair_across_batches(store: Arc<dyn Store>) {
     let first = create(&store, "w", 1_000, now).await;
     let second = create(&store, "w", 1_000, now).await;
     let other = create(&store, "x", 1_000, now).await;
-    let claimed = store.claim(NODE, 40, now, now.plus(HOUR)).await.unwrap();
+    let claimed = store
+        .claim(NODE, 40, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 40);
     let mut shares: Vec<u64> = Vec::new();
     for (id, workspace) in [(&first, "w"), (&second, "w"), (&other, "x")] {
@@ -372,7 +394,10 @@ pub async fn claims_are_fair_across_batches(store: Arc<dyn Store>) {
 pub async fn cancel_ends_unleased_requests_and_in_flight_ones_finish(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 100, now).await;
-    let in_flight = store.claim(NODE, 10, now, now.plus(HOUR)).await.unwrap();
+    let in_flight = store
+        .claim(NODE, 10, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
     let canceled = store.cancel_batch("w", &id, now).await.unwrap().unwrap();
     assert_eq!(canceled.status, ProcessingStatus::Canceling);
     assert_eq!(
@@ -382,7 +407,7 @@ pub async fn cancel_ends_unleased_requests_and_in_flight_ones_finish(store: Arc<
     assert_eq!(canceled.cancel_initiated_at, Some(now));
     assert!(
         store
-            .claim(NODE, 100, now, now.plus(HOUR))
+            .claim(NODE, 100, &ModelFilter::Any, now, now.plus(HOUR))
             .await
             .unwrap()
             .is_empty(),
@@ -407,13 +432,19 @@ pub async fn expiry_ends_what_has_not_started(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 50, now).await;
     let in_flight = store
-        .claim(NODE, 5, now, now.plus(48 * HOUR))
+        .claim(NODE, 5, &ModelFilter::Any, now, now.plus(48 * HOUR))
         .await
         .unwrap();
     let after_expiry = now.plus(25 * HOUR);
     assert!(
         store
-            .claim(NODE, 10, after_expiry, after_expiry.plus(HOUR))
+            .claim(
+                NODE,
+                10,
+                &ModelFilter::Any,
+                after_expiry,
+                after_expiry.plus(HOUR)
+            )
             .await
             .unwrap()
             .is_empty(),
@@ -440,7 +471,10 @@ pub async fn expiry_ends_what_has_not_started(store: Arc<dyn Store>) {
 pub async fn released_requests_of_a_canceled_batch_end_canceled(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 20, now).await;
-    let waiting = store.claim(NODE, 20, now, now.plus(HOUR)).await.unwrap();
+    let waiting = store
+        .claim(NODE, 20, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
     assert_eq!(store.running_batches(now).await.unwrap().len(), 1);
     store.cancel_batch("w", &id, now).await.unwrap();
     assert!(store.running_batches(now).await.unwrap().is_empty());
@@ -501,15 +535,21 @@ pub async fn archive_purges_results_and_keeps_the_batch(store: Arc<dyn Store>) {
 pub async fn a_node_recovers_only_its_own_leases(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 10, now).await;
-    let lost = store.claim(NODE, 6, now, now.plus(HOUR)).await.unwrap();
+    let lost = store
+        .claim(NODE, 6, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
     let others = store
-        .claim(OTHER_NODE, 4, now, now.plus(HOUR))
+        .claim(OTHER_NODE, 4, &ModelFilter::Any, now, now.plus(HOUR))
         .await
         .unwrap();
     assert_eq!((lost.len(), others.len()), (6, 4));
     // NODE restarts: its previous life's leases run again at once; OTHER_NODE's do not.
     assert_eq!(store.recover(NODE).await.unwrap(), 6);
-    let again = store.claim(NODE, 10, now, now.plus(HOUR)).await.unwrap();
+    let again = store
+        .claim(NODE, 10, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
     let mut again_ids: Vec<i64> = again.iter().map(|c| c.request.request).collect();
     let mut lost_ids: Vec<i64> = lost.iter().map(|c| c.request.request).collect();
     again_ids.sort_unstable();
@@ -532,7 +572,10 @@ pub async fn renewals_keep_a_lease_and_report_lost_ones(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let id = create(&store, "w", 3, now).await;
     let ttl = Duration::from_secs(60);
-    let held = store.claim(NODE, 3, now, now.plus(ttl)).await.unwrap();
+    let held = store
+        .claim(NODE, 3, &ModelFilter::Any, now, now.plus(ttl))
+        .await
+        .unwrap();
     assert_eq!(held.len(), 3);
     let keys: Vec<_> = held.iter().map(|c| c.request).collect();
     // Renewed before running out: another node finds nothing to claim after the first end.
@@ -545,7 +588,13 @@ pub async fn renewals_keep_a_lease_and_report_lost_ones(store: Arc<dyn Store>) {
     let past_first_end = now.plus(Duration::from_secs(70));
     assert!(
         store
-            .claim(OTHER_NODE, 3, past_first_end, past_first_end.plus(ttl))
+            .claim(
+                OTHER_NODE,
+                3,
+                &ModelFilter::Any,
+                past_first_end,
+                past_first_end.plus(ttl)
+            )
             .await
             .unwrap()
             .is_empty(),
@@ -565,7 +614,7 @@ pub async fn renewals_keep_a_lease_and_report_lost_ones(store: Arc<dyn Store>) {
     // The third runs out without renewal and is taken over: its old holder has lost it.
     let late = past_first_end.plus(2 * ttl);
     let taken = store
-        .claim(OTHER_NODE, 3, late, late.plus(ttl))
+        .claim(OTHER_NODE, 3, &ModelFilter::Any, late, late.plus(ttl))
         .await
         .unwrap();
     assert_eq!(taken.len(), 2, "the released one and the one that ran out");
@@ -588,7 +637,10 @@ pub async fn lease_tokens_strictly_increase(store: Arc<dyn Store>) {
     for i in 0..10 {
         // The same clock reading every time: tokens do not come from the clock.
         let node = if i % 2 == 0 { NODE } else { OTHER_NODE };
-        let claimed = store.claim(node, 3, now, now.plus(HOUR)).await.unwrap();
+        let claimed = store
+            .claim(node, 3, &ModelFilter::Any, now, now.plus(HOUR))
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 3);
         for c in &claimed {
             assert!(
@@ -599,4 +651,51 @@ pub async fn lease_tokens_strictly_increase(store: Arc<dyn Store>) {
         }
         last = claimed[0].request.lease;
     }
+}
+
+pub async fn claims_take_only_the_models_asked_for(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let batch = new_batch("w", now);
+    let (tx, rx) = mpsc::channel(4);
+    let feed = async move {
+        let requests = (0..30)
+            .map(|i| {
+                let model = ["alpha", "beta", "gamma"][i % 3];
+                let params = format!(r#"{{"model":"{model}","max_tokens":5,"messages":[]}}"#);
+                NewRequest {
+                    custom_id: format!("r{i}"),
+                    params: RawValue::from_string(params).unwrap(),
+                }
+            })
+            .collect();
+        tx.send(IngestChunk::Requests(requests)).await.unwrap();
+        tx.send(IngestChunk::Commit).await.unwrap();
+    };
+    let (record, ()) = tokio::join!(store.create_batch(batch, rx), feed);
+    record.unwrap();
+    let models = store.models().await.unwrap();
+    let id_of = |name: &str| models.iter().find(|(_, n)| n == name).unwrap().0;
+    let only = ModelFilter::Only(vec![id_of("alpha"), id_of("gamma")]);
+    let claimed = store
+        .claim(NODE, 100, &only, now, now.plus(HOUR))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 20);
+    for c in &claimed {
+        let i: usize = c.custom_id[1..].parse().unwrap();
+        assert_ne!(i % 3, 1, "{} is a beta request", c.custom_id);
+    }
+    let none = ModelFilter::Only(vec![satchel_core::model::NO_MODEL]);
+    assert!(
+        store
+            .claim(NODE, 100, &none, now, now.plus(HOUR))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let rest = store
+        .claim(NODE, 100, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 10, "the beta requests");
 }

@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use satchel_core::model::{
-    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, RequestKey,
-    Settlement,
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
+    RequestKey, Settlement,
 };
 use satchel_core::store::{ResultStream, Store, StoreError};
 use satchel_wire::Timestamp;
@@ -227,12 +227,13 @@ impl Store for SqliteStore {
         &self,
         owner: &str,
         max: usize,
+        models: &ModelFilter,
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<ClaimedRequest>, StoreError> {
         let pool = self.pool.clone();
-        let owner = owner.to_owned();
-        tokio::task::spawn_blocking(move || pool.claim(&owner, max, now, until))
+        let (owner, models) = (owner.to_owned(), models.clone());
+        tokio::task::spawn_blocking(move || pool.claim(&owner, max, &models, now, until))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
             .map_err(engine)
@@ -262,6 +263,10 @@ impl Store for SqliteStore {
         let blobs = self.pool.blobs.clone();
         self.write(move |c| ops::archive(c, &blobs, created_before, now))
             .await
+    }
+
+    async fn models(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(ops::models).await
     }
 
     async fn renew(

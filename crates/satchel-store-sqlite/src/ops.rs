@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use satchel_core::model::{
-    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, NewBatch, NewRequest,
-    OutcomeKind, RequestKey, Settlement,
+    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NO_MODEL,
+    NewBatch, NewRequest, OutcomeKind, RequestKey, Settlement,
 };
 use satchel_core::result_line::{self, TerminalKind, terminal_line_parts};
 use satchel_core::store::{ResultStream, StoreError};
@@ -153,6 +153,7 @@ pub(crate) fn ingest(
         file: None,
         unsynced: 0,
         syncing: None,
+        models: std::collections::HashMap::new(),
     };
     let mut held: Option<Vec<NewRequest>> = None;
     let outcome = loop {
@@ -210,6 +211,8 @@ struct Ingest<'a> {
     unsynced: u64,
     /// The background sync in flight, if any.
     syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// Model ids seen in this create (a model's id never changes once interned).
+    models: std::collections::HashMap<String, i64>,
 }
 
 /// Bytes written to a params file after which its writeback is started in the background, so
@@ -303,13 +306,26 @@ impl Ingest<'_> {
                 ])?;
             }
         }
-        // The chunk's ids are consecutive: queue them in one statement.
-        if !requests.is_empty() {
+        // The chunk's ids are consecutive: queue them in one statement per run of requests
+        // with the same model (usually one run: a batch is mostly of one model).
+        let mut start = 0;
+        while start < requests.len() {
+            let model = self.model_id(&tx, &requests[start])?;
+            let mut end = start + 1;
+            while end < requests.len() && self.model_id(&tx, &requests[end])? == model {
+                end += 1;
+            }
             tx.prepare_cached(
                 "WITH RECURSIVE ids(id) AS (SELECT ?1 UNION ALL SELECT id + 1 FROM ids WHERE id + 1 < ?2)
-                 INSERT INTO queue (request_id, batch_pk, lease_until) SELECT id, ?3, 0 FROM ids",
+                 INSERT INTO queue (request_id, batch_pk, lease_until, model) SELECT id, ?3, 0, ?4 FROM ids",
             )?
-            .execute(params![self.next_id, self.next_id + requests.len() as i64, pk])?;
+            .execute(params![
+                self.next_id + start as i64,
+                self.next_id + end as i64,
+                pk,
+                model
+            ])?;
+            start = end;
         }
         let record = if commit {
             let count = self.next_id + requests.len() as i64 - first;
@@ -325,6 +341,25 @@ impl Ingest<'_> {
         self.head = Some((pk, first));
         self.next_id += requests.len() as i64;
         Ok(record)
+    }
+}
+
+impl Ingest<'_> {
+    /// The id of the request's model (its route key), interned in `models` on first sight.
+    fn model_id(&mut self, tx: &Connection, request: &NewRequest) -> rusqlite::Result<i64> {
+        let Some(model) = satchel_core::routing::model_of(&request.params) else {
+            return Ok(NO_MODEL);
+        };
+        if let Some(&id) = self.models.get(&model) {
+            return Ok(id);
+        }
+        tx.prepare_cached("INSERT OR IGNORE INTO models (name) VALUES (?1)")?
+            .execute([&model])?;
+        let id: i64 = tx
+            .prepare_cached("SELECT id FROM models WHERE name = ?1")?
+            .query_row([&model], |r| r.get(0))?;
+        self.models.insert(model, id);
+        Ok(id)
     }
 }
 
@@ -575,16 +610,23 @@ fn round_robin(running: Vec<(i64, String)>, state: &mut ClaimState) -> Vec<Vec<i
     workspaces
 }
 
+/// The terms of the leases a claim grants.
+pub(crate) struct Lease<'a> {
+    pub owner: &'a str,
+    pub now: Timestamp,
+    pub until: Timestamp,
+}
+
 pub(crate) fn claim(
     conn: &mut Connection,
     blobs: &Blobs,
     state: &mut ClaimState,
-    owner: &str,
+    lease: &Lease<'_>,
     max: usize,
-    now: Timestamp,
-    until: Timestamp,
+    models: &ModelFilter,
 ) -> rusqlite::Result<Vec<ClaimedRequest>> {
-    if max == 0 {
+    let Lease { owner, now, until } = *lease;
+    if max == 0 || matches!(models, ModelFilter::Only(ids) if ids.is_empty()) {
         return Ok(Vec::new());
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -605,11 +647,19 @@ pub(crate) fn claim(
     let mut claimed = Vec::with_capacity(max);
     let mut unreadable: Vec<Settlement> = Vec::new();
     {
-        let mut pick = tx.prepare_cached(
+        // The models as a JSON list for `json_each`: one statement whatever their number.
+        let (filter, model_ids) = match models {
+            ModelFilter::Any => ("", String::new()),
+            ModelFilter::Only(ids) => (
+                "AND q.model IN (SELECT value FROM json_each(?4))",
+                serde_json::to_string(ids).unwrap_or_default(),
+            ),
+        };
+        let mut pick = tx.prepare_cached(&format!(
             "SELECT q.request_id, r.custom_id, r.params, r.params_at, r.params_len
              FROM queue q JOIN requests r ON r.id = q.request_id
-             WHERE q.batch_pk = ?1 AND q.lease_until <= ?2 LIMIT ?3",
-        )?;
+             WHERE q.batch_pk = ?1 AND q.lease_until <= ?2 {filter} LIMIT ?3"
+        ))?;
         let mut first_request =
             tx.prepare_cached("SELECT first_request FROM batches WHERE pk = ?1")?;
         let mut take = tx.prepare_cached(
@@ -630,7 +680,11 @@ pub(crate) fn claim(
                 }
                 let share = room.div_ceil(batches_left);
                 batches_left -= 1;
-                let mut rows = pick.query(params![pk, now.as_micros(), share as i64])?;
+                let mut rows = if model_ids.is_empty() {
+                    pick.query(params![pk, now.as_micros(), share as i64])?
+                } else {
+                    pick.query(params![pk, now.as_micros(), share as i64, model_ids])?
+                };
                 // The batch's params file, opened on its first request stored there.
                 let mut file: Option<std::io::Result<File>> = None;
                 while let Some(row) = rows.next()? {
@@ -816,6 +870,12 @@ pub(crate) fn archive(
         blobs.remove(batch.first_request);
     }
     Ok(due.len() as u64)
+}
+
+pub(crate) fn models(conn: &Connection) -> rusqlite::Result<Vec<(i64, String)>> {
+    conn.prepare_cached("SELECT id, name FROM models")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
 }
 
 pub(crate) fn recover(conn: &mut Connection, owner: &str) -> rusqlite::Result<u64> {

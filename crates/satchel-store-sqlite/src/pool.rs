@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use satchel_core::model::ClaimedRequest;
+use satchel_core::model::{ClaimedRequest, ModelFilter};
 use satchel_wire::Timestamp;
 
 use crate::blobs::Blobs;
@@ -80,6 +80,13 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              UPDATE queue SET lease_until = 0;",
         )?;
     }
+    // Requests gained a recorded model (old rows: 0, none recorded; any route may take them).
+    if !has_column(conn, "queue", "model")? {
+        conn.execute_batch("ALTER TABLE queue ADD COLUMN model INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS queue_by_model ON queue (batch_pk, model, lease_until);",
+    )?;
     Ok(())
 }
 
@@ -198,13 +205,15 @@ impl Pool {
         &self,
         owner: &str,
         max: usize,
+        models: &ModelFilter,
         now: Timestamp,
         until: Timestamp,
     ) -> rusqlite::Result<Vec<ClaimedRequest>> {
         let claimed = {
             let mut writer = lock(&self.writer);
             let Writer { conn, claim } = &mut *writer;
-            ops::claim(conn, &self.blobs, claim, owner, max, now, until)
+            let lease = ops::Lease { owner, now, until };
+            ops::claim(conn, &self.blobs, claim, &lease, max, models)
         };
         self.wrote();
         claimed

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use satchel_core::Store;
-use satchel_core::model::{IngestChunk, NewBatch, NewRequest, OutcomeKind, Settlement};
+use satchel_core::model::{
+    IngestChunk, ModelFilter, NewBatch, NewRequest, OutcomeKind, Settlement,
+};
 use satchel_core::store::StoreError;
 use satchel_store_sqlite::SqliteStore;
 use satchel_wire::{Timestamp, ids};
@@ -74,7 +76,13 @@ async fn run_all(store: &SqliteStore, n: usize) {
     while seen < n {
         let now = Timestamp::now();
         let claimed = store
-            .claim("node-a", 100, now, now.plus(Duration::from_secs(60)))
+            .claim(
+                "node-a",
+                100,
+                &ModelFilter::Any,
+                now,
+                now.plus(Duration::from_secs(60)),
+            )
             .await
             .unwrap();
         assert!(!claimed.is_empty());
@@ -185,7 +193,13 @@ async fn a_lost_params_file_does_not_stop_other_batches() {
         let now = Timestamp::now();
         claimed.extend(
             store
-                .claim("node-a", 1_000, now, now.plus(Duration::from_secs(60)))
+                .claim(
+                    "node-a",
+                    1_000,
+                    &ModelFilter::Any,
+                    now,
+                    now.plus(Duration::from_secs(60)),
+                )
                 .await
                 .unwrap(),
         );

@@ -357,3 +357,30 @@ async fn kill_9_during_retries_loses_nothing_and_duplicates_nothing() {
         assert_eq!(line["custom_id"], format!("r{i}"));
     }
 }
+
+#[tokio::test]
+async fn a_rate_limited_route_holds_no_slots_another_route_could_use() {
+    let mock = Mock::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        dir.path(),
+        &format!(
+            "[[backends]]\nname = \"slow\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nmodels = [\"slow-*\"]\nmax_concurrency = 2\nrequests_per_minute = 60\n\n\
+             [[backends]]\nname = \"fast\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nmodels = [\"fast-*\"]\nmax_concurrency = 4\n",
+            mock.base
+        ),
+    )
+    .await;
+    // The slow route takes one request a second. Its batch comes first and would fill every
+    // run slot with requests waiting for that rate, if claims did not look at routes.
+    let slow = create(&server, requests(200, "slow-model", "s")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fast = create(&server, requests(300, "fast-model", "f")).await;
+    let ended = server.wait_ended(&fast, Duration::from_secs(60)).await;
+    assert_eq!(ended["request_counts"]["succeeded"], 300, "{ended}");
+    let slow_now = get_batch(&server, &slow).await;
+    assert!(
+        slow_now["request_counts"]["processing"].as_u64().unwrap() > 100,
+        "the slow route kept its pace: {slow_now}"
+    );
+}

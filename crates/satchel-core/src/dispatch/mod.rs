@@ -19,6 +19,7 @@
 //! again, the one case where a request can be sent twice).
 
 mod gate;
+mod lanes;
 mod leases;
 mod record;
 mod run;
@@ -35,9 +36,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::model::ModelFilter;
 use crate::routing::Routes;
 use crate::store::Store;
 use gate::Gate;
+use lanes::Lanes;
 use leases::LeaseBook;
 use record::{Outcome, Tally};
 use run::Signals;
@@ -171,64 +174,109 @@ impl Dispatcher {
             cut,
             requests,
         } = parts;
+        // Every request holds a slot of the whole node and one of its route's lane.
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let mut lanes = Lanes::new(&self.routes, self.config.max_in_flight);
+        let slot_freed = Arc::new(Notify::new());
         let gate = Arc::new(Gate::new(self.store.clone()));
         let owner = self.config.node_id.as_str();
+        let mut created = true;
         loop {
-            // Wait for a free slot before leasing anything.
-            tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => drop(permit),
-                    Err(_) => return,
-                },
-                () = stopping.cancelled() => return,
+            if stopping.is_cancelled() {
+                return;
             }
-            let free = slots.available_permits().min(self.config.claim_chunk);
-            let claimed_at = tokio::time::Instant::now();
-            let now = Timestamp::now();
-            let until = now.plus(self.config.lease_ttl);
-            let claimed = match self.store.claim(owner, free, now, until).await {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming requests failed; retrying in 1 s");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = stopping.cancelled() => return,
-                    }
-                    continue;
-                }
-            };
-            if claimed.is_empty() {
+            // Wait for a free slot before leasing anything.
+            let freed = slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if slots.available_permits() == 0 || lanes.iter().all(|l| l.free() == 0) {
                 tokio::select! {
-                    _ = tokio::time::timeout(self.config.idle_poll, self.work_arrived.notified()) => {}
+                    () = &mut freed => {}
                     () = stopping.cancelled() => return,
                 }
                 continue;
             }
-            for request in claimed {
-                let lease = book.hold(request.request, claimed_at);
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
+            if let Err(e) = lanes
+                .refresh(&self.routes, self.store.as_ref(), created)
+                .await
+            {
+                tracing::error!(error = %e, "reading the models of queued requests failed");
+            }
+            created = false;
+            let mut claimed_any = false;
+            let mut failed = false;
+            for lane in lanes.iter() {
+                let free = lane
+                    .free()
+                    .min(slots.available_permits())
+                    .min(self.config.claim_chunk);
+                if free == 0 || matches!(&lane.filter, ModelFilter::Only(ids) if ids.is_empty()) {
+                    continue;
+                }
+                let claimed_at = tokio::time::Instant::now();
+                let now = Timestamp::now();
+                let until = now.plus(self.config.lease_ttl);
+                let claimed = match self
+                    .store
+                    .claim(owner, free, &lane.filter, now, until)
+                    .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming requests failed; retrying in 1 s");
+                        failed = true;
+                        break;
+                    }
                 };
-                let (routes, gate, outcomes, book) = (
-                    self.routes.clone(),
-                    gate.clone(),
-                    outcomes.clone(),
-                    book.clone(),
-                );
-                let (stopping, cut) = (stopping.clone(), cut.clone());
-                requests.spawn(async move {
-                    let signals = Signals {
-                        book: &book,
-                        gate: &gate,
-                        stopping: &stopping,
-                        cut: &cut,
+                claimed_any |= !claimed.is_empty();
+                for request in claimed {
+                    let lease = book.hold(request.request, claimed_at);
+                    // Both are free: only this loop takes slots, and it counted them.
+                    let (Some(lane_slot), Ok(node_slot)) =
+                        (lane.take(), slots.clone().try_acquire_owned())
+                    else {
+                        tracing::error!("no free slot for a claimed request; giving it back");
+                        let _ = outcomes.send(Outcome::Released(request.request)).await;
+                        continue;
                     };
-                    let outcome = run::run_one(&routes, &signals, &lease, request).await;
-                    // The recorder outlives every request task (see `drain`).
-                    let _ = outcomes.send(outcome).await;
-                    drop(permit);
-                });
+                    let (routes, gate, outcomes, book) = (
+                        self.routes.clone(),
+                        gate.clone(),
+                        outcomes.clone(),
+                        book.clone(),
+                    );
+                    let (stopping, cut, slot_freed) =
+                        (stopping.clone(), cut.clone(), slot_freed.clone());
+                    requests.spawn(async move {
+                        let signals = Signals {
+                            book: &book,
+                            gate: &gate,
+                            stopping: &stopping,
+                            cut: &cut,
+                        };
+                        let outcome = run::run_one(&routes, &signals, &lease, request).await;
+                        // The recorder outlives every request task (see `drain`).
+                        let _ = outcomes.send(outcome).await;
+                        drop((lane_slot, node_slot));
+                        slot_freed.notify_one();
+                    });
+                }
+            }
+            if failed {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stopping.cancelled() => return,
+                }
+            } else if !claimed_any {
+                // Nothing runnable in any lane with room: wait for new work, a freed slot
+                // (its lane may have runnable requests), or the poll (leases that ran out).
+                tokio::select! {
+                    r = tokio::time::timeout(self.config.idle_poll, self.work_arrived.notified()) => {
+                        created = r.is_ok();
+                    }
+                    () = &mut freed => {}
+                    () = stopping.cancelled() => return,
+                }
             }
         }
     }
