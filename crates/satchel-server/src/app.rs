@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use satchel_core::dispatch::{DispatchConfig, Dispatcher};
 use satchel_core::housekeeping::Housekeeper;
 use satchel_core::{Batches, Store, StoreError};
 use satchel_store_sqlite::{OpenError, SqliteStore};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::backends;
 use crate::config::{ConfigError, ServerConfig};
+use crate::http::{HttpHandle, HttpServer, HttpShutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,16 +41,13 @@ pub enum StartError {
 pub struct RunningServer {
     pub addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: HttpServer,
 }
 
 impl RunningServer {
-    /// Waits until the HTTP server stops (it normally runs forever).
+    /// Waits until the HTTP server stops (it runs until [`HttpHandle::shutdown`]).
     pub async fn wait(self) -> std::io::Result<()> {
-        let result = self
-            .server
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let result = self.server.wait().await;
         for task in self.tasks {
             task.abort();
         }
@@ -63,6 +61,19 @@ impl RunningServer {
         for task in self.tasks {
             task.abort();
         }
+    }
+
+    /// Controls the HTTP side while [`RunningServer::wait`] is awaited elsewhere.
+    pub fn http(&self) -> HttpHandle {
+        self.server.handle()
+    }
+
+    /// Stops gracefully: no new connections, open exchanges may finish within `deadline`
+    /// (the rest are cut), then the background work stops.
+    pub async fn shutdown(self, deadline: Duration) -> HttpShutdown {
+        let report = self.server.handle().shutdown(deadline).await;
+        self.stop();
+        report
     }
 }
 
@@ -120,18 +131,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         batches,
         keys: Arc::new(config.keys.clone()),
         public_base_url: config.public_base_url.as_deref().map(Arc::from),
+        listen_addr: addr,
     };
     let app = api::router(state);
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener.tap_io(|tcp| {
-                // Small responses (a batch, a short results file) must not wait for a delayed ACK.
-                let _ = tcp.set_nodelay(true);
-            }),
-            app,
-        )
-        .await
-    });
+    let server =
+        HttpServer::start(listener, app, &config.http).map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     tracing::info!(%addr, db = %config.db.display(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,

@@ -5,6 +5,7 @@
 //! - [`auth`]: API keys and the workspaces they belong to.
 //! - [`config`]: the typed configuration and the TOML config file.
 //! - [`backends`]: the routing table (model → backend, limits, retries) from the config.
+//! - [`http`]: the serving loop: accepts connections and serves them, with limits.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
 pub mod api;
@@ -12,6 +13,8 @@ pub mod app;
 pub mod auth;
 pub mod backends;
 pub mod config;
+pub mod http;
 
 pub use app::{RunningServer, StartError, start};
-pub use config::{ConfigError, ConfigFile, ServerConfig};
+pub use config::{ConfigError, ConfigFile, HttpConfig, ServerConfig};
+pub use http::{HttpHandle, HttpShutdown};
