@@ -8,7 +8,6 @@ use satchel_core::housekeeping::Housekeeper;
 use satchel_core::{Batches, Store, StoreError};
 use satchel_store_sqlite::{OpenError, SqliteStore};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -112,12 +111,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn(),
     );
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = crate::http::bind(config.listen).map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen,
         source,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -30,6 +30,25 @@ pub use head::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Warnings about the connection cap or accept errors repeat at most this often.
 const WARNING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The listen backlog: connections the kernel completes and queues while we are at the
+/// connection cap (or between accepts). The standard library's (and tokio's) 128 made
+/// clients beyond it wait for SYN retransmissions (1 s, 3 s, 7 s…) to get in line.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the listening socket, with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's own `bind`: a restarted server can bind again at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// The local address of the connection a request came on (the address the client
 /// dialled), in the request's extensions.
