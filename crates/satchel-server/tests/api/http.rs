@@ -246,6 +246,36 @@ async fn heads_refused_before_routing_carry_the_envelope_and_a_request_id() {
 }
 
 #[tokio::test]
+async fn a_bad_head_after_a_good_exchange_on_one_connection_gets_the_envelope_too() {
+    let app = TestApp::spawn().await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(list_request("Host: x\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 200);
+    // A POST with a body, then the bad head: the scanner skips the body by its length.
+    let body = "{}";
+    stream
+        .write_all(
+            format!(
+                "POST /v1/messages/batches/x/cancel HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY_A}\r\nanthropic-version: 2023-06-01\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 404);
+    stream
+        .write_all(b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let raw = String::from_utf8_lossy(&read_to_close(&mut stream, GENEROUS).await).into_owned();
+    assert_envelope(&raw, 400);
+}
+
+#[tokio::test]
 async fn error_messages_quote_client_input_cut_short() {
     let app = TestApp::spawn().await;
     // A version as long as the header limit allows.
