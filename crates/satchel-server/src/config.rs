@@ -18,7 +18,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub db: PathBuf,
     /// The externally reachable base URL used in `results_url`; when unset, the scheme and
-    /// `Host` of each request.
+    /// `Host` of each request (without a `Host`, the address the client connected to).
     pub public_base_url: Option<String>,
     pub keys: Keys,
     pub lifecycle: LifecycleConfig,

@@ -70,60 +70,80 @@ impl HeadScanner {
                         self.scan = Scan::default_head();
                     }
                 }
-                Scan::Head {
-                    buf,
-                    line_start,
-                    lines,
-                } => {
-                    let fresh = buf.is_empty();
-                    let (line, rest, complete) = match bytes.iter().position(|b| *b == b'\n') {
-                        Some(i) => (&bytes[..=i], &bytes[i + 1..], true),
-                        None => (bytes, &[][..], false),
-                    };
-                    bytes = rest;
-                    if buf.len() + line.len() > MAX_HEAD_BYTES {
-                        return Err(if *line_start == 0 {
-                            Refusal::UriTooLong
-                        } else {
-                            Refusal::HeadersTooLarge
-                        });
-                    }
-                    buf.extend_from_slice(line);
-                    let first_line = *line_start == 0;
-                    if first_line && buf.len() > MAX_REQUEST_LINE_BYTES {
-                        return Err(Refusal::UriTooLong);
-                    }
-                    if !complete {
-                        // A first look at a new head's opening bytes catches what is not
-                        // HTTP at all (a TLS hello, binary) without waiting for a newline.
-                        if fresh {
-                            parse(buf)?;
+                Scan::Head { buf, .. } if buf.is_empty() => {
+                    // The usual case, a whole head in one read: judged in place, once.
+                    if let Some((len, framing)) = parse(bytes)? {
+                        if len > MAX_HEAD_BYTES {
+                            return Err(Refusal::HeadersTooLarge);
                         }
-                        return Ok(());
+                        bytes = &bytes[len..];
+                        self.scan = Scan::after(framing);
+                        continue;
                     }
-                    let this_line = &buf[*line_start..];
-                    let blank = this_line == b"\n" || this_line == b"\r\n";
-                    *line_start = buf.len();
-                    *lines += 1;
-                    // Parsing on the request line and at the blank line ending the head
-                    // (not on every line) keeps the cost linear in the head's size.
-                    if (first_line || blank || *lines > MAX_HEADERS + 1)
-                        && let Some(framing) = parse(buf)?
-                    {
-                        self.scan = match framing {
-                            Framing::None => Scan::default_head(),
-                            Framing::Length(n) => Scan::Body(n),
-                            Framing::Unframed => Scan::Off,
-                        };
-                    }
+                    // Incomplete (and nothing wrong so far): collect it line by line.
+                    bytes = self.collect(bytes)?;
+                }
+                Scan::Head { .. } => {
+                    bytes = self.collect(bytes)?;
                 }
             }
         }
         Ok(())
     }
+
+    /// Adds the bytes of a head arriving in pieces, up to the end of the current line (or
+    /// all of them); returns what is left. The head is parsed again only at its first line
+    /// and at the blank line ending it, which keeps the cost linear in its size.
+    fn collect<'b>(&mut self, bytes: &'b [u8]) -> Result<&'b [u8], Refusal> {
+        let Scan::Head {
+            buf,
+            line_start,
+            lines,
+        } = &mut self.scan
+        else {
+            return Ok(bytes);
+        };
+        let (line, rest, complete) = match bytes.iter().position(|b| *b == b'\n') {
+            Some(i) => (&bytes[..=i], &bytes[i + 1..], true),
+            None => (bytes, &[][..], false),
+        };
+        let first_line = *line_start == 0;
+        if buf.len() + line.len() > MAX_HEAD_BYTES {
+            return Err(if first_line {
+                Refusal::UriTooLong
+            } else {
+                Refusal::HeadersTooLarge
+            });
+        }
+        buf.extend_from_slice(line);
+        if first_line && buf.len() > MAX_REQUEST_LINE_BYTES {
+            return Err(Refusal::UriTooLong);
+        }
+        if !complete {
+            return Ok(rest);
+        }
+        let this_line = &buf[*line_start..];
+        let blank = this_line == b"\n" || this_line == b"\r\n";
+        *line_start = buf.len();
+        *lines += 1;
+        if (first_line || blank || *lines > MAX_HEADERS + 1)
+            && let Some((_, framing)) = parse(buf)?
+        {
+            self.scan = Scan::after(framing);
+        }
+        Ok(rest)
+    }
 }
 
 impl Scan {
+    fn after(framing: Framing) -> Self {
+        match framing {
+            Framing::None => Self::default_head(),
+            Framing::Length(n) => Self::Body(n),
+            Framing::Unframed => Self::Off,
+        }
+    }
+
     fn default_head() -> Self {
         Self::Head {
             buf: Vec::new(),
@@ -141,9 +161,9 @@ enum Framing {
     Unframed,
 }
 
-/// Judges the head so far: `None` while incomplete, its body framing once complete. The
-/// checks after `httparse` are the ones hyper makes before answering 400 itself.
-fn parse(buf: &[u8]) -> Result<Option<Framing>, Refusal> {
+/// Judges the head so far: `None` while incomplete; once complete, its length and body
+/// framing. The checks after `httparse` are the ones hyper makes before answering 400.
+fn parse(buf: &[u8]) -> Result<Option<(usize, Framing)>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
@@ -156,7 +176,7 @@ fn parse(buf: &[u8]) -> Result<Option<Framing>, Refusal> {
             }
             Ok(None)
         }
-        Ok(httparse::Status::Complete(_)) => {
+        Ok(httparse::Status::Complete(len)) => {
             let path = request.path.unwrap_or("");
             if path.len() > MAX_REQUEST_LINE_BYTES {
                 return Err(Refusal::UriTooLong);
@@ -164,7 +184,8 @@ fn parse(buf: &[u8]) -> Result<Option<Framing>, Refusal> {
             if Uri::try_from(path).is_err() {
                 return Err(Refusal::Malformed("invalid request target"));
             }
-            framing(request.version == Some(1), request.headers).map(Some)
+            let framing = framing(request.version == Some(1), request.headers)?;
+            Ok(Some((len, framing)))
         }
         Err(httparse::Error::TooManyHeaders) => Err(Refusal::HeadersTooLarge),
         Err(httparse::Error::Token) if request.method.is_none() => {

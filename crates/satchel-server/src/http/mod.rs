@@ -103,7 +103,7 @@ impl HttpServer {
             idle: config.idle_timeout,
         };
         let max_connections = config.max_connections.max(1);
-        tracing::debug!(
+        tracing::info!(
             max_connections,
             header_read_timeout = ?timeouts.header_read,
             idle_timeout = ?timeouts.idle,
