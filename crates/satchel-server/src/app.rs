@@ -5,19 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use satchel_core::dispatch::{DispatchConfig, Dispatcher, DispatcherHandle, DrainReport};
 use satchel_core::housekeeping::Housekeeper;
 use satchel_core::{Batches, Store, StoreError};
 use satchel_store_sqlite::{OpenError, SqliteStore};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::backends;
 use crate::config::{ConfigError, ServerConfig};
+use crate::http::{HttpHandle, HttpServer, HttpShutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -47,24 +45,29 @@ pub struct RunningServer {
     pub node_id: String,
     dispatcher: DispatcherHandle,
     housekeeping: JoinHandle<()>,
-    stop_serving: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
+    server: HttpServer,
 }
 
 /// What a graceful shutdown did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
     pub dispatch: DrainReport,
-    /// Whether every open HTTP response finished within the window.
-    pub responses_finished: bool,
+    /// The HTTP connections that finished, and those cut at the end of the window.
+    pub http: HttpShutdown,
 }
 
 impl RunningServer {
-    /// Waits until the HTTP server stops (it normally runs until shut down).
-    pub async fn wait(&mut self) -> std::io::Result<()> {
-        (&mut self.server)
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    /// Waits until the HTTP server stops (it runs until shut down through [`Self::http`]).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.server.wait().await;
+        self.housekeeping.abort();
+        self.dispatcher.abort();
+        result
+    }
+
+    /// Controls the HTTP side while [`RunningServer::wait`] is awaited elsewhere.
+    pub fn http(&self) -> HttpHandle {
+        self.server.handle()
     }
 
     /// Stops at once: serving and all background work. Leased requests stay leased in the
@@ -75,25 +78,16 @@ impl RunningServer {
         self.dispatcher.abort();
     }
 
-    /// Stops gracefully within `window`: no new connections; open responses may finish;
-    /// no new claims; requests not yet sent are given back at once; attempts in flight may
-    /// finish and are stored; whatever is still running when the window closes is given back.
+    /// Stops gracefully within `window`: no new connections; open exchanges may finish (the
+    /// rest are cut); no new claims; requests not yet sent are given back at once; attempts
+    /// in flight may finish and are stored; whatever still runs when the window closes is
+    /// given back.
     pub async fn shutdown(self, window: Duration) -> ShutdownReport {
-        self.stop_serving.cancel();
-        let mut server = self.server;
-        let (dispatch, serving) = tokio::join!(
-            self.dispatcher.drain(window),
-            tokio::time::timeout(window, &mut server)
-        );
-        let responses_finished = serving.is_ok();
-        if !responses_finished {
-            server.abort();
-        }
+        let http = self.server.handle();
+        let (dispatch, http) = tokio::join!(self.dispatcher.drain(window), http.shutdown(window));
         self.housekeeping.abort();
-        ShutdownReport {
-            dispatch,
-            responses_finished,
-        }
+        self.server.abort();
+        ShutdownReport { dispatch, http }
     }
 }
 
@@ -153,12 +147,10 @@ pub async fn start_with(
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = crate::http::bind(config.listen).map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen,
         source,
@@ -172,28 +164,20 @@ pub async fn start_with(
         batches,
         keys: Arc::new(config.keys.clone()),
         public_base_url: config.public_base_url.as_deref().map(Arc::from),
+        listen_addr: addr,
     };
     let app = api::router(state);
-    let stop_serving = CancellationToken::new();
-    let stopped = stop_serving.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener.tap_io(|tcp| {
-                // Small responses (a batch, a short results file) must not wait for a delayed ACK.
-                let _ = tcp.set_nodelay(true);
-            }),
-            app,
-        )
-        .with_graceful_shutdown(async move { stopped.cancelled().await })
-        .await
-    });
+    let server =
+        HttpServer::start(listener, app, &config.http).map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     tracing::info!(%addr, node = %node_id, db = %config.db.display(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,
         node_id,
         dispatcher,
         housekeeping,
-        stop_serving,
         server,
     })
 }

@@ -23,9 +23,40 @@ pub enum KeyProblem {
     Unknown,
 }
 
+/// One key configured for two workspaces: which would it open? The message names the
+/// workspaces, never the key (it goes to logs and terminals).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the same API key is configured for workspace {first:?} and for workspace {second:?}; \
+     a key must belong to one workspace"
+)]
+pub struct KeyConflict {
+    pub first: String,
+    pub second: String,
+}
+
 impl Keys {
-    pub fn add(&mut self, key: impl Into<String>, workspace: impl Into<String>) {
-        self.workspaces.insert(key.into(), workspace.into());
+    /// Adds `key` for `workspace`. The same key again for the same workspace is harmless;
+    /// for another workspace it is refused rather than one silently winning.
+    pub fn add(
+        &mut self,
+        key: impl Into<String>,
+        workspace: impl Into<String>,
+    ) -> Result<(), KeyConflict> {
+        let workspace = workspace.into();
+        match self.workspaces.entry(key.into()) {
+            std::collections::hash_map::Entry::Occupied(known) if *known.get() != workspace => {
+                Err(KeyConflict {
+                    first: known.get().clone(),
+                    second: workspace,
+                })
+            }
+            std::collections::hash_map::Entry::Occupied(_) => Ok(()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(workspace);
+                Ok(())
+            }
+        }
     }
 
     /// No key configured: any key is accepted.
@@ -82,7 +113,7 @@ mod tests {
     #[test]
     fn both_auth_styles_map_to_the_key_workspace() {
         let mut keys = Keys::default();
-        keys.add("sk-a", "team-a");
+        keys.add("sk-a", "team-a").unwrap();
         assert_eq!(
             keys.workspace_of(&headers(&[("x-api-key", "sk-a")])),
             Ok("team-a")
@@ -99,6 +130,24 @@ mod tests {
         assert_eq!(
             keys.workspace_of(&headers(&[("authorization", "Basic sk-a")])),
             Err(KeyProblem::Missing)
+        );
+    }
+
+    #[test]
+    fn one_key_under_two_workspaces_is_refused_naming_both_workspaces() {
+        let mut keys = Keys::default();
+        keys.add("sk-shared", "team-a").unwrap();
+        keys.add("sk-shared", "team-a").unwrap();
+        let conflict = keys.add("sk-shared", "team-b").unwrap_err();
+        let message = conflict.to_string();
+        assert!(
+            message.contains("\"team-a\"") && message.contains("\"team-b\""),
+            "{message}"
+        );
+        assert!(!message.contains("sk-shared"), "{message}");
+        assert_eq!(
+            keys.workspace_of(&headers(&[("x-api-key", "sk-shared")])),
+            Ok("team-a")
         );
     }
 

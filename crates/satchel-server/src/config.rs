@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use satchel_core::LifecycleConfig;
 use satchel_core::dispatch::DispatchConfig;
@@ -17,22 +18,24 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub db: PathBuf,
     /// The externally reachable base URL used in `results_url`; when unset, the scheme and
-    /// `Host` of each request.
+    /// `Host` of each request (without a `Host`, the address the client connected to).
     pub public_base_url: Option<String>,
     pub keys: Keys,
     pub lifecycle: LifecycleConfig,
     pub dispatch: DispatchConfig,
     pub emulator: EmulatorConfig,
     /// How often housekeeping runs (expiry, canceling sweeps, retention).
-    pub housekeeping_tick: std::time::Duration,
+    pub housekeeping_tick: Duration,
     /// Model servers (`[[backends]]`); empty: the emulator runs every model.
     pub backends: Vec<BackendEntry>,
     /// How long a graceful shutdown lets attempts in flight and open responses finish.
-    pub shutdown_timeout: std::time::Duration,
+    pub shutdown_timeout: Duration,
+    /// Limits of the HTTP serving loop.
+    pub http: HttpConfig,
 }
 
 /// How long a graceful shutdown waits for attempts in flight and open responses.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default node id: this host's name and the database's absolute path, so it is the same
 /// at every restart of the same server and differs between servers.
@@ -55,6 +58,66 @@ pub fn default_node_id(db: &Path) -> String {
     format!("{host}:{}", path.display())
 }
 
+/// How long a client may take to send a request's headers, from connecting or from the
+/// first byte after an idle moment.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kept-alive connection may sit without a new request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// File descriptors kept for everything but connections (the store's files, the listener,
+/// the runtime, outgoing backend connections) when the connection cap is derived.
+pub const FD_RESERVE: u64 = 128;
+/// The derived connection cap never exceeds this (each open connection costs memory).
+pub const MAX_DERIVED_CONNECTIONS: u64 = 8192;
+/// The connection cap when the open-file limit cannot be read.
+pub const FALLBACK_MAX_CONNECTIONS: usize = 1024;
+
+/// The HTTP serving loop's limits (see [`crate::http`]).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Most connections open at once; at the cap, new ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// The default connection cap: the process's open-file soft limit less [`FD_RESERVE`] (but
+/// at least half the limit), at most [`MAX_DERIVED_CONNECTIONS`]; so that at the cap the
+/// server still has descriptors for its store and backends, instead of failing accepts
+/// and requests with EMFILE. [`FALLBACK_MAX_CONNECTIONS`] where the limit cannot be read
+/// (read with `getrlimit`, through rustix: no unsafe code here).
+pub fn default_max_connections() -> usize {
+    match open_file_soft_limit() {
+        Some(soft) => {
+            let derived = soft
+                .saturating_sub(FD_RESERVE)
+                .max(soft / 2)
+                .clamp(1, MAX_DERIVED_CONNECTIONS);
+            usize::try_from(derived).unwrap_or(FALLBACK_MAX_CONNECTIONS)
+        }
+        None => FALLBACK_MAX_CONNECTIONS,
+    }
+}
+
+#[cfg(unix)]
+fn open_file_soft_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+fn open_file_soft_limit() -> Option<u64> {
+    None
+}
+
 impl ServerConfig {
     /// The defaults: loopback port 8080, `./satchel.db`, no keys, the API's windows.
     pub fn new(listen: SocketAddr, db: PathBuf) -> Self {
@@ -70,9 +133,10 @@ impl ServerConfig {
             lifecycle: LifecycleConfig::default(),
             dispatch,
             emulator: EmulatorConfig::default(),
-            housekeeping_tick: std::time::Duration::from_millis(250),
+            housekeeping_tick: Duration::from_millis(250),
             backends: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -187,6 +251,8 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: an API key is empty")]
     EmptyKey { path: PathBuf },
+    #[error(transparent)]
+    Keys(#[from] crate::auth::KeyConflict),
     #[error("backend {backend:?}: {problem}")]
     Backend { backend: String, problem: String },
 }
@@ -209,11 +275,12 @@ impl ConfigFile {
         Ok(file)
     }
 
-    /// Adds this file's keys to `keys`.
-    pub fn add_keys_to(&self, keys: &mut Keys) {
+    /// Adds this file's keys to `keys`; a key already given to another workspace is refused.
+    pub fn add_keys_to(&self, keys: &mut Keys) -> Result<(), ConfigError> {
         for entry in &self.api_keys {
-            keys.add(entry.key.trim(), entry.workspace.clone());
+            keys.add(entry.key.trim(), entry.workspace.clone())?;
         }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`auth`]: API keys and the workspaces they belong to.
 //! - [`config`]: the typed configuration and the TOML config file.
 //! - [`backends`]: the routing table (model → backend, limits, retries) from the config.
+//! - [`http`]: the serving loop: accepts connections and serves them, with limits.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
 pub mod api;
@@ -12,8 +13,10 @@ pub mod app;
 pub mod auth;
 pub mod backends;
 pub mod config;
+pub mod http;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
 pub use config::{
-    ConfigError, ConfigFile, DEFAULT_SHUTDOWN_TIMEOUT, ServerConfig, default_node_id,
+    ConfigError, ConfigFile, DEFAULT_SHUTDOWN_TIMEOUT, HttpConfig, ServerConfig, default_node_id,
 };
+pub use http::{HttpHandle, HttpShutdown};

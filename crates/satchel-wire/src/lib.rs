@@ -39,3 +39,33 @@ pub fn is_valid_custom_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
+
+/// Longest piece of client input an error message quotes, in characters.
+pub const QUOTE_MAX_CHARS: usize = 100;
+
+/// `text` for quoting in an error message: whole when short, otherwise its first
+/// [`QUOTE_MAX_CHARS`] characters and `…`. A message that echoes input (a key, an id, a
+/// version) would otherwise be as large as the input: a 5 MB key made a 5 MB error body.
+pub fn quote_short(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_MAX_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+#[cfg(test)]
+mod quote_tests {
+    use super::*;
+
+    #[test]
+    fn short_text_is_whole_and_long_text_is_cut_on_a_char_boundary() {
+        assert_eq!(quote_short("requests"), "requests");
+        let exact = "k".repeat(QUOTE_MAX_CHARS);
+        assert_eq!(quote_short(&exact), exact);
+        let huge = "k".repeat(5_000_000);
+        let quoted = quote_short(&huge);
+        assert_eq!(quoted, format!("{}…", "k".repeat(QUOTE_MAX_CHARS)));
+        let wide = "é".repeat(QUOTE_MAX_CHARS + 1);
+        assert_eq!(quote_short(&wide).chars().count(), QUOTE_MAX_CHARS + 1);
+    }
+}

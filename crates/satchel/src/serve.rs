@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use satchel_server::auth::DEFAULT_WORKSPACE;
+use satchel_server::config::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 use satchel_server::{ConfigFile, ServerConfig};
 
 #[derive(Debug, Args)]
@@ -49,12 +50,12 @@ pub struct ServeArgs {
 
     /// Processing window of a batch: requests not started by then end `expired` (API: 24h).
     #[arg(long, env = "SATCHEL_EXPIRY", default_value = "24h", value_parser = parse_positive_duration)]
-    expiry: Duration,
+    expiry: humantime::Duration,
 
     /// How long results are kept after a batch is created; then purged, `archived_at` set
     /// (API: 29 days).
     #[arg(long, env = "SATCHEL_RETENTION", default_value = "29days", value_parser = parse_positive_duration)]
-    retention: Duration,
+    retention: humantime::Duration,
 
     /// Most requests running at once, over all backends (each is also capped by its own
     /// `max_concurrency`).
@@ -77,6 +78,20 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
 
+    /// How long a client may take to send a request's headers (from connecting, or from
+    /// its first byte after an idle moment); then it is disconnected.
+    #[arg(long, env = "SATCHEL_HEADER_READ_TIMEOUT", default_value_t = DEFAULT_HEADER_READ_TIMEOUT.into(), value_parser = parse_positive_duration)]
+    header_read_timeout: humantime::Duration,
+
+    /// How long a kept-alive connection may wait for its next request; then it is closed.
+    #[arg(long, env = "SATCHEL_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT.into(), value_parser = parse_positive_duration)]
+    idle_timeout: humantime::Duration,
+
+    /// Most connections open at once; at the cap, new ones wait until one closes.
+    /// Default: the open-file soft limit (`ulimit -n`) less 128, at most 8192.
+    #[arg(long, env = "SATCHEL_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `satchel_core=debug`.
     #[arg(long, env = "SATCHEL_LOG", default_value = "info")]
     log: String,
@@ -97,8 +112,8 @@ fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
+fn parse_positive_duration(text: &str) -> Result<humantime::Duration, String> {
+    match text.parse::<humantime::Duration>() {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("must be longer than zero".into()),
         Err(e) => Err(e.to_string()),
@@ -110,7 +125,7 @@ impl ServeArgs {
         let mut config = ServerConfig::new(self.listen, self.db);
         if let Some(path) = &self.config {
             let file = ConfigFile::load(path)?;
-            file.add_keys_to(&mut config.keys);
+            file.add_keys_to(&mut config.keys)?;
             config.backends = file.backends;
         }
         for key in self
@@ -119,13 +134,21 @@ impl ServeArgs {
             .map(|k| k.trim())
             .filter(|k| !k.is_empty())
         {
-            config.keys.add(key, DEFAULT_WORKSPACE);
+            config
+                .keys
+                .add(key, DEFAULT_WORKSPACE)
+                .context("SATCHEL_API_KEYS / --api-keys")?;
         }
         config.public_base_url = self.public_base_url;
         config.emulator.latency = self.emulator_latency;
         config.emulator.error_rate = self.emulator_error_rate;
-        config.lifecycle.expiry = self.expiry;
-        config.lifecycle.retention = self.retention;
+        config.lifecycle.expiry = self.expiry.into();
+        config.lifecycle.retention = self.retention.into();
+        config.http.header_read_timeout = self.header_read_timeout.into();
+        config.http.idle_timeout = self.idle_timeout.into();
+        if let Some(max) = self.max_connections {
+            config.http.max_connections = max as usize;
+        }
         config.dispatch.max_in_flight = self.max_in_flight as usize;
         if let Some(node_id) = self.node_id.filter(|n| !n.trim().is_empty()) {
             config.dispatch.node_id = node_id;
@@ -148,18 +171,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let window = config.shutdown_timeout;
-        let mut server = satchel_server::start(config).await?;
-        let signal = tokio::select! {
-            result = server.wait() => return result.context("the HTTP server stopped"),
-            signal = shutdown_signal() => signal?,
-        };
+        let server = satchel_server::start(config).await?;
+        // The serving loop only ends when shut down: wait for the signal to do so.
+        let signal = shutdown_signal().await?;
         tracing::info!(%signal, window = %humantime::format_duration(window), "shutting down: draining");
         let report = server.shutdown(window).await;
         tracing::info!(
             settled = report.dispatch.settled,
             released = report.dispatch.released,
             cut = report.dispatch.cut,
-            responses_finished = report.responses_finished,
+            connections_finished = report.http.finished,
+            connections_cut = report.http.cut,
             "drained; stopped (accepted batches are safe in the store)"
         );
         Ok(())

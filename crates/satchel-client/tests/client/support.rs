@@ -26,8 +26,8 @@ impl App {
             "127.0.0.1:0".parse().unwrap(),
             dir.path().join("satchel.db"),
         );
-        config.keys.add(KEY_A, "team-a");
-        config.keys.add(KEY_B, "team-b");
+        config.keys.add(KEY_A, "team-a").unwrap();
+        config.keys.add(KEY_B, "team-b").unwrap();
         config.housekeeping_tick = Duration::from_millis(50);
         config.dispatch.idle_poll = Duration::from_millis(50);
         tune(&mut config);

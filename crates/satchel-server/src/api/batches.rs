@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use satchel_core::BatchError;
@@ -14,7 +14,7 @@ use satchel_core::ingest::IngestError;
 use satchel_core::model::ListCursor;
 use satchel_wire::{
     DeletedMessageBatch, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ListPage, MAX_CREATE_BODY_BYTES,
-    MessageBatch,
+    MessageBatch, quote_short,
 };
 
 use super::context::Caller;
@@ -22,8 +22,15 @@ use super::{ApiError, AppState, body, convert};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    convert::base_url(state.public_base_url.as_deref(), headers)
+/// Longer than any id this server mints: such an id cannot exist, so it is answered
+/// without asking the store, quoted cut short (a 5 MB id made a 5 MB error body).
+const MAX_BATCH_ID_LEN: usize = 100;
+
+fn known_shape(id: &str) -> Result<&str, ApiError> {
+    if id.len() > MAX_BATCH_ID_LEN {
+        return Err(BatchError::NotFound(quote_short(id)).into());
+    }
+    Ok(id)
 }
 
 pub async fn create(
@@ -31,8 +38,8 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     request: Request,
 ) -> ApiResult<Json<MessageBatch>> {
-    let headers = request.headers().clone();
-    let declared = headers
+    let declared = request
+        .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -41,7 +48,7 @@ pub async fn create(
     }
     let (reader, overflow) = body::capped_reader(request.into_body(), MAX_CREATE_BODY_BYTES);
     match state.batches.create(&caller.workspace, reader).await {
-        Ok(record) => Ok(Json(convert::batch(record, &base_url(&state, &headers)))),
+        Ok(record) => Ok(Json(convert::batch(record, &caller.base_url))),
         Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => {
             Err(ApiError::TooLarge)
         }
@@ -53,17 +60,18 @@ pub async fn retrieve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<MessageBatch>> {
-    let record = state.batches.get(&caller.workspace, &id).await?;
-    Ok(Json(convert::batch(record, &base_url(&state, &headers))))
+    let record = state
+        .batches
+        .get(&caller.workspace, known_shape(&id)?)
+        .await?;
+    Ok(Json(convert::batch(record, &caller.base_url)))
 }
 
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<ListPage<MessageBatch>>> {
     let limit = match query.get("limit").map(String::as_str) {
         None | Some("") => LIST_LIMIT_DEFAULT,
@@ -102,11 +110,10 @@ pub async fn list(
         .batches
         .list(&caller.workspace, &cursor, limit)
         .await?;
-    let base = base_url(&state, &headers);
     let data: Vec<MessageBatch> = page
         .batches
         .into_iter()
-        .map(|b| convert::batch(b, &base))
+        .map(|b| convert::batch(b, &caller.base_url))
         .collect();
     Ok(Json(ListPage {
         first_id: data.first().map(|b| b.id.clone()),
@@ -120,10 +127,12 @@ pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<MessageBatch>> {
-    let record = state.batches.cancel(&caller.workspace, &id).await?;
-    Ok(Json(convert::batch(record, &base_url(&state, &headers))))
+    let record = state
+        .batches
+        .cancel(&caller.workspace, known_shape(&id)?)
+        .await?;
+    Ok(Json(convert::batch(record, &caller.base_url)))
 }
 
 pub async fn delete(
@@ -131,7 +140,10 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeletedMessageBatch>> {
-    state.batches.delete(&caller.workspace, &id).await?;
+    state
+        .batches
+        .delete(&caller.workspace, known_shape(&id)?)
+        .await?;
     Ok(Json(DeletedMessageBatch::new(id)))
 }
 
@@ -140,7 +152,10 @@ pub async fn results(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let lines = state.batches.results(&caller.workspace, &id).await?;
+    let lines = state
+        .batches
+        .results(&caller.workspace, known_shape(&id)?)
+        .await?;
     let body = Body::from_stream(lines.map_err(|e| {
         // Mid-stream the status is already sent: the connection is cut, the client sees a
         // truncated body rather than a wrong one.

@@ -7,14 +7,17 @@ use axum::middleware::Next;
 use axum::response::Response;
 use satchel_wire::{ErrorResponse, ErrorType, ids};
 
-use super::AppState;
 use super::error::{ApiError, WireError};
+use super::{AppState, convert};
 use crate::auth::KeyProblem;
+use crate::http::LocalAddr;
 
 /// The caller, as handlers see it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub workspace: String,
+    /// Where this caller reaches the server: the base of `results_url`.
+    pub base_url: String,
 }
 
 pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -54,10 +57,15 @@ fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
         .filter(|v| !v.is_empty())
         .ok_or(ApiError::MissingVersion)?;
     if !looks_like_a_date(version) {
-        return Err(ApiError::BadVersion(version.to_owned()));
+        return Err(ApiError::bad_version(version));
     }
+    let local = request
+        .extensions()
+        .get::<LocalAddr>()
+        .map_or(state.listen_addr, |l| l.0);
     Ok(Caller {
         workspace: workspace.to_owned(),
+        base_url: convert::base_url(state.public_base_url.as_deref(), headers, local),
     })
 }
 
@@ -99,8 +107,7 @@ fn render_error(response: &mut Response, request_id: &str) {
             message: "Internal server error".into(),
         },
     };
-    let body = ErrorResponse::new(wire.kind, wire.message, Some(request_id.to_owned()));
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let bytes = envelope(&wire, request_id);
     *response.status_mut() = wire.status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -108,6 +115,13 @@ fn render_error(response: &mut Response, request_id: &str) {
     );
     response.headers_mut().remove(header::CONTENT_LENGTH);
     *response.body_mut() = Body::from(bytes);
+}
+
+/// The error envelope's JSON for `wire`, carrying `request_id`: the one rendering, also
+/// used by the serving loop for heads it refuses before routing.
+pub fn envelope(wire: &WireError, request_id: &str) -> Vec<u8> {
+    let body = ErrorResponse::new(wire.kind, wire.message.clone(), Some(request_id.to_owned()));
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 #[cfg(test)]

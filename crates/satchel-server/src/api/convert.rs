@@ -1,19 +1,26 @@
 //! Domain records to wire objects.
 
+use std::net::SocketAddr;
+
 use axum::http::HeaderMap;
 use satchel_core::model::BatchRecord;
 use satchel_wire::{MessageBatch, MessageBatchType, ProcessingStatus};
 
-/// The base URL clients reach this server at: the configured one, else `http://<Host>`.
-pub fn base_url(configured: Option<&str>, headers: &HeaderMap) -> String {
+/// The base URL clients reach this server at: the configured one, else `http://<Host>`,
+/// else (HTTP/1.0 without `Host`, or `Host` empty) the address the client connected to.
+pub fn base_url(configured: Option<&str>, headers: &HeaderMap, local: SocketAddr) -> String {
     if let Some(base) = configured {
         return base.trim_end_matches('/').to_owned();
     }
-    let host = headers
+    match headers
         .get("host")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+    {
+        Some(host) => format!("http://{host}"),
+        None => format!("http://{local}"),
+    }
 }
 
 pub fn batch(record: BatchRecord, base_url: &str) -> MessageBatch {

@@ -5,7 +5,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use satchel_core::BatchError;
 use satchel_core::ingest::IngestError;
-use satchel_wire::ErrorType;
+use satchel_wire::{ErrorType, quote_short};
+
+use crate::http::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
+
+/// Longest message sent, in characters: a backstop for messages built elsewhere that may
+/// quote client input in full (each quote should already be cut by `quote_short`).
+const MESSAGE_MAX_CHARS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -15,6 +21,7 @@ pub enum ApiError {
     UnknownKey,
     #[error("anthropic-version: header is required")]
     MissingVersion,
+    /// The version as received, cut short (see [`ApiError::bad_version`]).
     #[error("anthropic-version: {0:?} is not a valid version; expected a date such as 2023-06-01")]
     BadVersion(String),
     #[error("{0}")]
@@ -25,6 +32,19 @@ pub enum ApiError {
     UnknownRoute,
     #[error("Method not allowed")]
     MethodNotAllowed,
+    #[error(
+        "Request URI is too long: the request line may be at most {} bytes",
+        MAX_REQUEST_LINE_BYTES
+    )]
+    UriTooLong,
+    #[error(
+        "Request headers are too large: at most {} headers and {} bytes",
+        MAX_HEADERS,
+        MAX_HEAD_BYTES
+    )]
+    HeadersTooLarge,
+    #[error("Malformed HTTP request: {0}")]
+    MalformedRequest(&'static str),
     #[error(transparent)]
     Batch(#[from] BatchError),
 }
@@ -39,6 +59,11 @@ pub struct WireError {
 }
 
 impl ApiError {
+    /// A bad `anthropic-version`, quoting the value cut short.
+    pub fn bad_version(received: &str) -> Self {
+        Self::BadVersion(quote_short(received))
+    }
+
     /// The one mapping from errors to the wire. Client mistakes are never 409 or 5xx: the
     /// SDKs retry those.
     pub fn to_wire(&self) -> WireError {
@@ -53,6 +78,12 @@ impl ApiError {
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, T::RequestTooLarge),
             Self::UnknownRoute => (StatusCode::NOT_FOUND, T::NotFoundError),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, T::InvalidRequestError),
+            Self::UriTooLong => (StatusCode::URI_TOO_LONG, T::InvalidRequestError),
+            Self::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                T::InvalidRequestError,
+            ),
+            Self::MalformedRequest(_) => (StatusCode::BAD_REQUEST, T::InvalidRequestError),
             Self::Batch(e) => match e {
                 BatchError::NotFound(_) | BatchError::NoResults(_) => {
                     (StatusCode::NOT_FOUND, T::NotFoundError)
@@ -71,13 +102,20 @@ impl ApiError {
             tracing::error!(error = %self, "internal error");
             "Internal server error".to_owned()
         } else {
-            self.to_string()
+            cap_message(self.to_string())
         };
         WireError {
             status,
             kind,
             message,
         }
+    }
+}
+
+fn cap_message(message: String) -> String {
+    match message.char_indices().nth(MESSAGE_MAX_CHARS) {
+        None => message,
+        Some((cut, _)) => format!("{}…", &message[..cut]),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod context;
 mod convert;
 mod error;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,7 +18,7 @@ use axum::routing::{get, post};
 use satchel_core::Batches;
 
 use crate::auth::Keys;
-pub use error::ApiError;
+pub use error::{ApiError, WireError};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -25,6 +26,9 @@ pub struct AppState {
     pub batches: Batches,
     pub keys: Arc<Keys>,
     pub public_base_url: Option<Arc<str>>,
+    /// The bound address: the base of `results_url` when a request names no `Host` and
+    /// its connection's own address is unknown.
+    pub listen_addr: SocketAddr,
 }
 
 /// The whole API as an axum router.

@@ -11,6 +11,7 @@ pub const KEY_B: &str = "sk-test-b";
 
 pub struct TestApp {
     pub base: String,
+    pub addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub key: String,
     server: Option<satchel_server::RunningServer>,
@@ -51,14 +52,15 @@ impl TestApp {
             "127.0.0.1:0".parse().unwrap(),
             dir.path().join("satchel.db"),
         );
-        config.keys.add(KEY_A, "team-a");
-        config.keys.add(KEY_B, "team-b");
+        config.keys.add(KEY_A, "team-a").unwrap();
+        config.keys.add(KEY_B, "team-b").unwrap();
         config.housekeeping_tick = Duration::from_millis(50);
         config.dispatch.idle_poll = Duration::from_millis(50);
         tune(&mut config);
         let server = satchel_server::start(config).await.expect("server starts");
         Self {
             base: format!("http://{}", server.addr),
+            addr: server.addr,
             client: reqwest::Client::new(),
             key: KEY_A.to_owned(),
             server: Some(server),
@@ -74,11 +76,17 @@ impl TestApp {
     pub fn as_key(&self, key: &str) -> Self {
         Self {
             base: self.base.clone(),
+            addr: self.addr,
             client: self.client.clone(),
             key: key.to_owned(),
             server: None,
             _dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// The running server's HTTP side (for graceful-stop tests).
+    pub fn http(&self) -> satchel_server::HttpHandle {
+        self.server.as_ref().expect("the spawning TestApp").http()
     }
 
     pub async fn send(&self, method: Method, path: &str, body: Option<String>) -> Reply {
@@ -178,6 +186,71 @@ impl Drop for TestApp {
             server.stop();
         }
     }
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it (at most
+/// `within`); returns everything read.
+pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], within: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may refuse (and close) before the whole request is written.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 65536];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the server did not close the connection within {within:?}"
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A raw HTTP/1.1 response: status, lower-cased headers, body (de-chunked if chunked).
+pub fn parse_raw(response: &str) -> (u16, std::collections::HashMap<String, String>, String) {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete head in {response:?}"));
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: std::collections::HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v == "chunked")
+    {
+        let mut rest = body;
+        let mut out = String::new();
+        loop {
+            let (size, after) = rest.split_once("\r\n").expect("chunk size line");
+            let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
+            if size == 0 {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    (status, headers, body)
 }
 
 pub async fn read(response: reqwest::Response) -> Reply {

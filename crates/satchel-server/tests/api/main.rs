@@ -7,6 +7,7 @@ mod helpers;
 
 mod auth;
 mod create;
+mod http;
 mod lifecycle;
 mod list;
 mod results;

@@ -30,9 +30,27 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts `satchel serve` on `db` with extra `args`, and waits until it answers.
     pub async fn start(db: &Path, args: &[&str]) -> Self {
+        Self::start_via(db, args, None).await
+    }
+
+    /// As [`Server::start`], under `ulimit -n nofile` (through `bash`, which then `exec`s
+    /// the binary: the child's pid is the server's).
+    pub async fn start_with_nofile(db: &Path, nofile: u32, args: &[&str]) -> Self {
+        Self::start_via(db, args, Some(nofile)).await
+    }
+
+    async fn start_via(db: &Path, args: &[&str], nofile: Option<u32>) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = db.with_extension(format!("{}.log", addr.port()));
-        let child = Command::new(BIN)
+        let mut command = match nofile {
+            None => Command::new(BIN),
+            Some(n) => {
+                let mut bash = Command::new("bash");
+                bash.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BIN]);
+                bash
+            }
+        };
+        let child = command
             .args([
                 "serve",
                 "--listen",
@@ -46,9 +64,14 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let server = Self { addr, child, log };
+        let mut server = Self { addr, child, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "server exited: {}",
+                server.log_text()
+            );
             assert!(
                 Instant::now() < deadline,
                 "server did not start: {}",
@@ -57,6 +80,11 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         server
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     pub fn url(&self, path: &str) -> String {
