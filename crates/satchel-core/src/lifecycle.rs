@@ -8,11 +8,11 @@
 //! The store carries out each transition atomically; this module decides which transition a
 //! request asks for and what the caller sees when it is not allowed.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use satchel_wire::{ProcessingStatus, Timestamp, ids};
+use tokio::io::AsyncRead;
 use tokio::sync::{Notify, mpsc};
 
 use crate::ingest::{self, IngestError};
@@ -80,12 +80,11 @@ impl Batches {
         }
     }
 
-    /// Creates a batch from a create body read from `body` (blocking reads: it runs on a
-    /// blocking thread). All or nothing.
+    /// Creates a batch from a create body read from `body` as it arrives. All or nothing.
     pub async fn create(
         &self,
         workspace: &str,
-        body: impl Read + Send + 'static,
+        body: impl AsyncRead + Unpin,
     ) -> Result<BatchRecord, BatchError> {
         let created_at = Timestamp::now();
         let batch = NewBatch {
@@ -96,12 +95,10 @@ impl Batches {
         };
         let (sink, chunks) = mpsc::channel(4);
         let max_requests = self.config.max_requests;
-        let parse = tokio::task::spawn_blocking(move || {
-            ingest::parse_create_body(body, max_requests, &sink)
-        });
+        // The sink is dropped when the parse ends, which tells the store no more is coming.
+        let parse = async move { ingest::parse_create_body(body, max_requests, &sink).await };
         let (parsed, stored) = tokio::join!(parse, self.store.create_batch(batch, chunks));
         // A refused body explains the failure better than the store's "aborted".
-        let parsed = parsed.map_err(|e| StoreError::Task(e.to_string()))?;
         match (parsed, stored) {
             (Err(IngestError::StoreGone), Err(store_error)) => Err(store_error.into()),
             (Err(ingest_error), _) => Err(ingest_error.into()),

@@ -165,6 +165,7 @@ pub async fn start_with(
         keys: Arc::new(config.keys.clone()),
         public_base_url: config.public_base_url.as_deref().map(Arc::from),
         listen_addr: addr,
+        body_idle_timeout: config.http.body_idle_timeout,
     };
     let app = api::router(state);
     let server =

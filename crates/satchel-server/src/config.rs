@@ -63,6 +63,8 @@ pub fn default_node_id(db: &Path) -> String {
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a kept-alive connection may sit without a new request.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an upload may go without a new byte before it is refused (408).
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// File descriptors kept for everything but connections (the store's files, the listener,
 /// the runtime, outgoing backend connections) when the connection cap is derived.
 pub const FD_RESERVE: u64 = 128;
@@ -76,6 +78,8 @@ pub const FALLBACK_MAX_CONNECTIONS: usize = 1024;
 pub struct HttpConfig {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a request body may go without a new byte.
+    pub body_idle_timeout: Duration,
     /// Most connections open at once; at the cap, new ones wait in the listen backlog.
     pub max_connections: usize,
 }
@@ -85,6 +89,7 @@ impl Default for HttpConfig {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_connections: default_max_connections(),
         }
     }

@@ -14,8 +14,10 @@
 //! at start-up: nobody else can hold them.
 
 mod blobs;
+mod ingest;
 mod ops;
 mod pool;
+mod results;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -175,10 +177,7 @@ impl Store for SqliteStore {
         batch: NewBatch,
         chunks: mpsc::Receiver<IngestChunk>,
     ) -> Result<BatchRecord, StoreError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || ops::ingest(&pool, batch, chunks))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
+        ingest::ingest(self.pool.clone(), batch, chunks).await
     }
 
     async fn get_batch(
@@ -220,7 +219,7 @@ impl Store for SqliteStore {
     }
 
     fn results(&self, workspace: &str, id: &str) -> ResultStream {
-        ops::stream_results(self.pool.clone(), workspace.to_owned(), id.to_owned())
+        results::stream_results(self.pool.clone(), workspace.to_owned(), id.to_owned())
     }
 
     async fn claim(

@@ -1,28 +1,22 @@
 //! The store's operations, one function each, as SQL on a connection.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{IoSlice, Write};
-use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use satchel_core::model::{
-    BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NO_MODEL,
-    NewBatch, NewRequest, OutcomeKind, RequestKey, Settlement,
+    BatchRecord, ClaimedRequest, DeleteOutcome, ListCursor, ModelFilter, OutcomeKind, RequestKey,
+    Settlement,
 };
 use satchel_core::result_line::{self, TerminalKind, terminal_line_parts};
-use satchel_core::store::{ResultStream, StoreError};
 use satchel_wire::{ErrorType, ProcessingStatus, RequestCounts, Timestamp};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
 use crate::blobs::Blobs;
-use crate::engine;
-use crate::pool::{ClaimState, Pool};
+use crate::pool::ClaimState;
 
 /// Request ids reserved for each batch: far more than any batch may hold.
-const IDS_PER_BATCH: i64 = 1 << 32;
+pub(crate) const IDS_PER_BATCH: i64 = 1 << 32;
 
 const IN_PROGRESS: i64 = 1;
 const CANCELING: i64 = 2;
@@ -69,7 +63,7 @@ fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
     })
 }
 
-fn batch_by_pk(conn: &Connection, pk: i64) -> rusqlite::Result<BatchRecord> {
+pub(crate) fn batch_by_pk(conn: &Connection, pk: i64) -> rusqlite::Result<BatchRecord> {
     conn.prepare_cached(&format!(
         "SELECT {BATCH_COLUMNS} FROM batches WHERE pk = ?1"
     ))?
@@ -77,14 +71,18 @@ fn batch_by_pk(conn: &Connection, pk: i64) -> rusqlite::Result<BatchRecord> {
 }
 
 /// A batch's key facts, looked up by its public id within a workspace (never an ingesting one).
-struct BatchKey {
-    pk: i64,
-    state: i64,
-    first_request: i64,
-    request_count: i64,
+pub(crate) struct BatchKey {
+    pub pk: i64,
+    pub state: i64,
+    pub first_request: i64,
+    pub request_count: i64,
 }
 
-fn find_batch(conn: &Connection, workspace: &str, id: &str) -> rusqlite::Result<Option<BatchKey>> {
+pub(crate) fn find_batch(
+    conn: &Connection,
+    workspace: &str,
+    id: &str,
+) -> rusqlite::Result<Option<BatchKey>> {
     conn.prepare_cached(
         "SELECT pk, state, first_request, request_count FROM batches
          WHERE workspace = ?1 AND id = ?2 AND state != 0",
@@ -98,288 +96,6 @@ fn find_batch(conn: &Connection, workspace: &str, id: &str) -> rusqlite::Result<
         })
     })
     .optional()
-}
-
-// ---- create -------------------------------------------------------------------------------
-
-/// Removes what a create left behind if the process died before committing it, and params
-/// files that no batch needs any more.
-pub(crate) fn discard_unfinished_ingests(
-    conn: &mut Connection,
-    blobs: &Blobs,
-) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let orphans: Vec<(i64, i64)> = tx
-        .prepare("SELECT pk, first_request FROM batches WHERE state = 0")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for &(pk, first) in &orphans {
-        tx.execute(
-            "DELETE FROM requests WHERE id >= ?1 AND id < ?2",
-            params![first, first + IDS_PER_BATCH],
-        )?;
-        tx.execute("DELETE FROM queue WHERE batch_pk = ?1", [pk])?;
-        tx.execute("DELETE FROM batches WHERE pk = ?1", [pk])?;
-    }
-    let live: HashSet<i64> = tx
-        .prepare("SELECT first_request FROM batches WHERE archived_at IS NULL")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    tx.commit()?;
-    if let Err(e) = blobs.remove_orphans(&live) {
-        tracing::warn!(error = %e, "could not sweep the params files");
-    }
-    Ok(())
-}
-
-/// Stores a batch as its requests stream in. Requests are written in short transactions (one
-/// a chunk) under an invisible `ingesting` batch row, so a slow upload never blocks other
-/// writers. Each chunk also queues its requests (claims only look at running batches, so they
-/// wait unseen), so the final commit never reads back what was written.
-///
-/// The writer keeps one chunk in hand until it knows whether another follows: the last chunk
-/// is written in the same transaction as the commit, and the batch row in the same one as the
-/// first chunk, so a batch that fits in one chunk (most small ones) costs one transaction.
-pub(crate) fn ingest(
-    pool: &Pool,
-    batch: NewBatch,
-    mut chunks: mpsc::Receiver<IngestChunk>,
-) -> Result<BatchRecord, StoreError> {
-    let mut ingest = Ingest {
-        batch,
-        blobs: &pool.blobs,
-        head: None,
-        next_id: 0,
-        file: None,
-        unsynced: 0,
-        syncing: None,
-        models: std::collections::HashMap::new(),
-    };
-    let mut held: Option<Vec<NewRequest>> = None;
-    let outcome = loop {
-        match chunks.blocking_recv() {
-            Some(IngestChunk::Requests(requests)) => {
-                if let Some(previous) = held.replace(requests)
-                    && let Err(e) = pool.with_writer(|conn| ingest.write(conn, &previous, false))
-                {
-                    break Err(engine(e));
-                }
-            }
-            Some(IngestChunk::Commit) => {
-                let last = held.take().unwrap_or_default();
-                break pool
-                    .with_writer(|conn| ingest.write(conn, &last, true))
-                    .map_err(engine)
-                    .and_then(|record| record.ok_or(StoreError::IngestAborted));
-            }
-            None => break Err(StoreError::IngestAborted),
-        }
-    };
-    if outcome.is_err()
-        && let Some((pk, first)) = ingest.head
-    {
-        pool.blobs.remove(first);
-        let discarded = pool.with_writer(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "DELETE FROM requests WHERE id >= ?1 AND id < ?2",
-                params![first, first + IDS_PER_BATCH],
-            )?;
-            tx.execute("DELETE FROM queue WHERE batch_pk = ?1", [pk])?;
-            tx.execute("DELETE FROM batches WHERE pk = ?1", [pk])?;
-            tx.commit()
-        });
-        if let Err(e) = discarded {
-            // Start-up removes it for good.
-            tracing::warn!(error = %e, "could not discard an aborted create");
-        }
-    }
-    outcome
-}
-
-/// A create in progress, as the writer sees it.
-struct Ingest<'a> {
-    batch: NewBatch,
-    blobs: &'a Blobs,
-    /// The batch row's pk and first request id, once a transaction holding them committed.
-    head: Option<(i64, i64)>,
-    /// The id of the next request.
-    next_id: i64,
-    /// A batch of more than one chunk keeps its params in a file: the file and its length.
-    file: Option<(File, u64)>,
-    /// Bytes written to the file since the last background sync started.
-    unsynced: u64,
-    /// The background sync in flight, if any.
-    syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-    /// Model ids seen in this create (a model's id never changes once interned).
-    models: std::collections::HashMap<String, i64>,
-}
-
-/// Bytes written to a params file after which its writeback is started in the background, so
-/// that the sync before the commit only waits for the tail.
-const BACKGROUND_SYNC_BYTES: u64 = 32 << 20;
-
-impl Ingest<'_> {
-    /// Writes `requests` in one transaction (creating the batch row first if needed) and, if
-    /// `commit`, makes the batch visible and runnable in the same transaction, returning it.
-    /// The first write that is not also the commit means more chunks follow: from then on
-    /// the params go to the batch's file (written, and synced before the commit).
-    fn write(
-        &mut self,
-        conn: &mut Connection,
-        requests: &[NewRequest],
-        commit: bool,
-    ) -> rusqlite::Result<Option<BatchRecord>> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (pk, first) = match self.head {
-            Some(head) => head,
-            None => {
-                let first: i64 = tx.query_row(
-                    "UPDATE meta SET value = value + ?1 WHERE key = 'next_request_id' RETURNING value - ?1",
-                    [IDS_PER_BATCH],
-                    |r| r.get(0),
-                )?;
-                let b = &self.batch;
-                tx.execute(
-                    "INSERT INTO batches (id, workspace, state, first_request, created_at, expires_at)
-                     VALUES (?1, ?2, 0, ?3, ?4, ?5)",
-                    params![b.id, b.workspace, first, b.created_at.as_micros(), b.expires_at.as_micros()],
-                )?;
-                self.next_id = first;
-                if !commit {
-                    let file = self.blobs.create(first).map_err(io_error)?;
-                    self.file = Some((file, 0));
-                }
-                (tx.last_insert_rowid(), first)
-            }
-        };
-        if let Some((file, len)) = &mut self.file {
-            let start = *len;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO requests (id, custom_id, params, params_at, params_len)
-                 VALUES (?1, ?2, X'', ?3, ?4)",
-            )?;
-            let mut at = start;
-            for (offset, request) in requests.iter().enumerate() {
-                let size = request.params.get().len() as u64;
-                insert.execute(params![
-                    self.next_id + offset as i64,
-                    request.custom_id,
-                    at as i64,
-                    size as i64
-                ])?;
-                at += size;
-            }
-            let mut slices: Vec<IoSlice<'_>> = requests
-                .iter()
-                .map(|r| IoSlice::new(r.params.get().as_bytes()))
-                .collect();
-            write_all_vectored(file, &mut slices).map_err(io_error)?;
-            self.unsynced += at - *len;
-            *len = at;
-            if commit {
-                if let Some(syncing) = self.syncing.take() {
-                    syncing
-                        .join()
-                        .map_err(|_| io_error(std::io::Error::other("the sync thread panicked")))?
-                        .map_err(io_error)?;
-                }
-                file.sync_data().map_err(io_error)?;
-            } else if self.unsynced >= BACKGROUND_SYNC_BYTES
-                && self.syncing.as_ref().is_none_or(|s| s.is_finished())
-            {
-                // A finished sync's error would show again in the final one: ignore it here.
-                let clone = file.try_clone().map_err(io_error)?;
-                self.syncing = Some(std::thread::spawn(move || clone.sync_data()));
-                self.unsynced = 0;
-            }
-        } else {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO requests (id, custom_id, params) VALUES (?1, ?2, ?3)",
-            )?;
-            for (offset, request) in requests.iter().enumerate() {
-                let id = self.next_id + offset as i64;
-                insert.execute(params![
-                    id,
-                    request.custom_id,
-                    request.params.get().as_bytes()
-                ])?;
-            }
-        }
-        // The chunk's ids are consecutive: queue them in one statement per run of requests
-        // with the same model (usually one run: a batch is mostly of one model).
-        let mut start = 0;
-        while start < requests.len() {
-            let model = self.model_id(&tx, &requests[start])?;
-            let mut end = start + 1;
-            while end < requests.len() && self.model_id(&tx, &requests[end])? == model {
-                end += 1;
-            }
-            tx.prepare_cached(
-                "WITH RECURSIVE ids(id) AS (SELECT ?1 UNION ALL SELECT id + 1 FROM ids WHERE id + 1 < ?2)
-                 INSERT INTO queue (request_id, batch_pk, lease_until, model) SELECT id, ?3, 0, ?4 FROM ids",
-            )?
-            .execute(params![
-                self.next_id + start as i64,
-                self.next_id + end as i64,
-                pk,
-                model
-            ])?;
-            start = end;
-        }
-        let record = if commit {
-            let count = self.next_id + requests.len() as i64 - first;
-            tx.execute(
-                "UPDATE batches SET state = 1, request_count = ?2, processing = ?2 WHERE pk = ?1",
-                params![pk, count],
-            )?;
-            Some(batch_by_pk(&tx, pk)?)
-        } else {
-            None
-        };
-        tx.commit()?;
-        self.head = Some((pk, first));
-        self.next_id += requests.len() as i64;
-        Ok(record)
-    }
-}
-
-impl Ingest<'_> {
-    /// The id of the request's model (its route key), interned in `models` on first sight.
-    fn model_id(&mut self, tx: &Connection, request: &NewRequest) -> rusqlite::Result<i64> {
-        let Some(model) = satchel_core::routing::model_of(&request.params) else {
-            return Ok(NO_MODEL);
-        };
-        if let Some(&id) = self.models.get(&model) {
-            return Ok(id);
-        }
-        tx.prepare_cached("INSERT OR IGNORE INTO models (name) VALUES (?1)")?
-            .execute([&model])?;
-        let id: i64 = tx
-            .prepare_cached("SELECT id FROM models WHERE name = ?1")?
-            .query_row([&model], |r| r.get(0))?;
-        self.models.insert(model, id);
-        Ok(id)
-    }
-}
-
-/// Writes every byte of `slices` (the params of a chunk, in order) without first copying them
-/// into one buffer.
-fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    while !slices.is_empty() {
-        match file.write_vectored(slices) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// A params file problem, reported through the store's error type.
-fn io_error(e: std::io::Error) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
 // ---- read ---------------------------------------------------------------------------------
@@ -434,56 +150,6 @@ pub(crate) fn list_batches(
     };
     batches.truncate(fetch as usize);
     Ok(batches)
-}
-
-/// Streams the result lines of a batch in submission order, a page of rows at a time, each
-/// line followed by `\n`. Memory: a page of rows and a few buffers in the channel.
-pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> ResultStream {
-    const ROWS_PER_PAGE: i64 = 2_048;
-    const BUFFER_BYTES: usize = 256 * 1024;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, StoreError>>(4);
-    tokio::task::spawn_blocking(move || {
-        let sent = pool.with_reader(|conn| {
-            let Some(batch) = find_batch(conn, &workspace, &id)? else {
-                return Ok(());
-            };
-            let end = batch.first_request + batch.request_count;
-            let mut next = batch.first_request;
-            let mut buffer = BytesMut::with_capacity(BUFFER_BYTES + 64 * 1024);
-            let mut page = conn.prepare_cached(
-                "SELECT request_id, line FROM results WHERE request_id >= ?1 AND request_id < ?2
-                 ORDER BY request_id LIMIT ?3",
-            )?;
-            while next < end {
-                let mut rows = page.query(params![next, end, ROWS_PER_PAGE])?;
-                let mut last = None;
-                while let Some(row) = rows.next()? {
-                    last = Some(row.get::<_, i64>(0)?);
-                    buffer.put_slice(row.get_ref(1)?.as_blob()?);
-                    buffer.put_u8(b'\n');
-                    if buffer.len() >= BUFFER_BYTES
-                        && tx.blocking_send(Ok(buffer.split().freeze())).is_err()
-                    {
-                        return Ok(()); // the client went away
-                    }
-                }
-                match last {
-                    Some(last) => next = last + 1,
-                    None => break,
-                }
-            }
-            if !buffer.is_empty() {
-                let _ = tx.blocking_send(Ok(buffer.freeze()));
-            }
-            Ok(())
-        });
-        if let Err(e) = sent {
-            let _ = tx.blocking_send(Err(engine(e)));
-        }
-    });
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
 }
 
 // ---- transitions --------------------------------------------------------------------------

@@ -160,7 +160,7 @@ impl Pool {
         )?;
         migrate(&conn)?;
         let blobs = Blobs::new(path);
-        ops::discard_unfinished_ingests(&mut conn, &blobs)?;
+        crate::ingest::discard_unfinished_ingests(&mut conn, &blobs)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let checkpoint = spawn_checkpointer(path);
         if checkpoint.is_some() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use satchel_server::auth::DEFAULT_WORKSPACE;
-use satchel_server::config::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+use satchel_server::config::{
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+};
 use satchel_server::{ConfigFile, ServerConfig};
 
 #[derive(Debug, Args)]
@@ -87,6 +89,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT.into(), value_parser = parse_positive_duration)]
     idle_timeout: humantime::Duration,
 
+    /// How long an upload may go without a new byte; then it is refused (408) and nothing
+    /// of it is kept.
+    #[arg(long, env = "SATCHEL_BODY_IDLE_TIMEOUT", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT.into(), value_parser = parse_positive_duration)]
+    body_idle_timeout: humantime::Duration,
+
     /// Most connections open at once; at the cap, new ones wait until one closes.
     /// Default: the open-file soft limit (`ulimit -n`) less 128, at most 8192.
     #[arg(long, env = "SATCHEL_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
@@ -146,6 +153,7 @@ impl ServeArgs {
         config.lifecycle.retention = self.retention.into();
         config.http.header_read_timeout = self.header_read_timeout.into();
         config.http.idle_timeout = self.idle_timeout.into();
+        config.http.body_idle_timeout = self.body_idle_timeout.into();
         if let Some(max) = self.max_connections {
             config.http.max_connections = max as usize;
         }

@@ -1,6 +1,7 @@
 //! The route handlers: parse the HTTP request, call the lifecycle, shape the reply.
 
 use std::collections::HashMap;
+use std::io;
 
 use axum::Extension;
 use axum::Json;
@@ -46,11 +47,18 @@ pub async fn create(
     if declared.is_some_and(|len| len > MAX_CREATE_BODY_BYTES) {
         return Err(ApiError::TooLarge);
     }
-    let (reader, overflow) = body::capped_reader(request.into_body(), MAX_CREATE_BODY_BYTES);
+    let (reader, overflow) = body::capped_reader(
+        request.into_body(),
+        MAX_CREATE_BODY_BYTES,
+        state.body_idle_timeout,
+    );
     match state.batches.create(&caller.workspace, reader).await {
         Ok(record) => Ok(Json(convert::batch(record, &caller.base_url))),
         Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => {
             Err(ApiError::TooLarge)
+        }
+        Err(BatchError::Ingest(IngestError::Read(e))) if e.kind() == io::ErrorKind::TimedOut => {
+            Err(ApiError::BodyStalled(state.body_idle_timeout))
         }
         Err(e) => Err(e.into()),
     }

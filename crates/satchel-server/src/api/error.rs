@@ -28,6 +28,9 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("Request exceeds the maximum size")]
     TooLarge,
+    /// The upload stopped: no byte of the body for this long.
+    #[error("The request body stalled: no data arrived for {}", humantime::format_duration(*.0))]
+    BodyStalled(std::time::Duration),
     #[error("Not found")]
     UnknownRoute,
     #[error("Method not allowed")]
@@ -76,6 +79,7 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, T::InvalidRequestError)
             }
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, T::RequestTooLarge),
+            Self::BodyStalled(_) => (StatusCode::REQUEST_TIMEOUT, T::TimeoutError),
             Self::UnknownRoute => (StatusCode::NOT_FOUND, T::NotFoundError),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, T::InvalidRequestError),
             Self::UriTooLong => (StatusCode::URI_TOO_LONG, T::InvalidRequestError),

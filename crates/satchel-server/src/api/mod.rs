@@ -29,6 +29,8 @@ pub struct AppState {
     /// The bound address: the base of `results_url` when a request names no `Host` and
     /// its connection's own address is unknown.
     pub listen_addr: SocketAddr,
+    /// How long an upload may go without a new byte before it is refused.
+    pub body_idle_timeout: std::time::Duration,
 }
 
 /// The whole API as an axum router.

@@ -128,10 +128,20 @@ impl Server {
 
     /// The process's peak resident memory so far (VmHWM), in KB.
     pub fn peak_rss_kb(&self) -> u64 {
+        self.status_kb("VmHWM")
+    }
+
+    /// The process's resident memory now (VmRSS), in KB.
+    pub fn rss_kb(&self) -> u64 {
+        self.status_kb("VmRSS")
+    }
+
+    /// A field of `/proc/<pid>/status`, in KB (or a count, for `Threads`).
+    pub fn status_kb(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     }
