@@ -349,3 +349,52 @@ async fn a_full_disk_while_storing_results_ends_the_batch_once_space_frees() {
     assert_each_once(&lines(&server, &id).await, n, "r");
     drop(server);
 }
+
+#[tokio::test]
+async fn a_create_that_runs_out_of_space_answers_an_error_and_leaves_no_file() {
+    let Some(disk) = SmallDisk::mount("32m") else {
+        return;
+    };
+    let db = disk.path().join("satchel.db");
+    let server = Server::start(&db, &["--emulator-latency", "1h"]).await;
+    let ballast = disk.fill();
+    // Room for the first chunks (so the params file is made and written) but not the rest.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ballast)
+        .unwrap();
+    let size = file.metadata().unwrap().len();
+    file.set_len(size - 3 * 1024 * 1024).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+
+    let body = support::requests_body(8_000, 1_000);
+    let (status, reply) = support::client_send(
+        "POST",
+        &server.url("/v1/messages/batches"),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 500, "{reply}");
+    assert!(reply.contains(r#""type":"api_error""#), "{reply}");
+    let params = disk.path().join("satchel.db.params");
+    let files = || std::fs::read_dir(&params).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files(), 0, "the failed create left no params file");
+    let (_, list) = client_get(&server.url("/v1/messages/batches")).await;
+    assert!(list.contains(r#""data":[]"#), "{list}");
+
+    // Once space frees, the same create succeeds, without a restart.
+    std::fs::remove_file(ballast).unwrap();
+    let (status, reply) =
+        support::client_send("POST", &server.url("/v1/messages/batches"), Some(body)).await;
+    assert_eq!(status, 200, "{reply}\n{}", server.log_text());
+    let id = serde_json::from_str::<Value>(&reply).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        get_batch(&server, &id).await["request_counts"]["processing"],
+        8_000
+    );
+    assert_eq!(files(), 1);
+}

@@ -175,3 +175,31 @@ async fn a_stalled_upload_is_refused_after_the_body_idle_timeout_and_leaves_noth
         .unwrap_or(0);
     assert_eq!(files, 0, "no params file is left behind");
 }
+
+#[tokio::test]
+async fn a_held_results_download_does_not_pin_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let server = Server::start(&db, &["--emulator-latency", "0s"]).await;
+    let done = create_batch(&server, requests_body(4_000, 2_000)).await;
+    server.wait_ended(&done, Duration::from_secs(120)).await;
+    // Each later create writes about 0.9 MB through the WAL (one chunk: no params file),
+    // and its results as much again.
+    let reader = slow_reader(&server, &done).await;
+    let creates = 120;
+    for _ in 0..creates {
+        create_batch(&server, requests_body(900, 900)).await;
+    }
+    let wal = std::fs::metadata(dir.path().join("s.db-wal"))
+        .unwrap()
+        .len()
+        >> 20;
+    eprintln!("WAL {wal} MB after {creates} creates of about 0.9 MB with a download held open");
+    // Held back by the reader, the WAL would hold all of it (over 200 MB); checkpoints that
+    // move past the reader keep it to what accumulates between two of them.
+    assert!(
+        wal < 100,
+        "the WAL grew to {wal} MB: the held download keeps checkpoints from moving past it"
+    );
+    drop(reader);
+}
