@@ -5,12 +5,13 @@
 //! no thread, no connection and no read transaction between pages: it cannot starve the store
 //! of threads, and it never pins the WAL (a checkpoint can always move past it).
 //!
-//! Memory per download is bounded whatever the client does: a page is handed out only once
-//! the HTTP layer holds at most [`LOW_WATER`] bytes of earlier pages not yet taken by the
+//! Memory is bounded whatever the clients do: a page is handed out only once the HTTP layer
+//! holds at most [`LOW_WATER`] bytes of the download's earlier pages not yet taken by the
 //! socket (each page tells when it is dropped). Pages grow while the client keeps up (from
 //! [`FIRST_PAGE_BYTES`] to [`MAX_PAGE_BYTES`]), so a fast download pays the per-page cost
-//! rarely and is read one page ahead; they shrink back, unread ahead, when it falls behind.
-//! So 500 clients that stop reading hold a few hundred KB each, not megabytes.
+//! rarely and is read one page ahead; they shrink back, unread ahead, when it falls behind,
+//! and never grow while all downloads together hold [`GROWN_PAGES_BUDGET`] bytes of pages.
+//! So 500 clients that stop reading hold well under 100 KB each, not megabytes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,11 +34,17 @@ const FIRST_PAGE_BYTES: usize = 32 << 10;
 const MAX_PAGE_BYTES: usize = 1 << 20;
 
 /// The next page is handed out once at most this many bytes of earlier ones wait unsent.
-const LOW_WATER: usize = 128 << 10;
+const LOW_WATER: usize = 64 << 10;
 
 /// A client whose earlier pages drain below [`LOW_WATER`] within this long keeps up; one that
 /// takes longer is slow, and gets small pages, none read ahead.
-const KEEPING_UP: Duration = Duration::from_millis(20);
+const KEEPING_UP: Duration = Duration::from_millis(250);
+
+/// Pages grow (and are read ahead) only while all downloads together hold less than this.
+const GROWN_PAGES_BUDGET: usize = 32 << 20;
+
+/// Bytes of pages held by all downloads of this process: read, not yet dropped.
+static PAGES_HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// The result lines of `workspace`'s batch `id`, in submission order, each followed by `\n`.
 pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> ResultStream {
@@ -58,8 +65,24 @@ pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> 
 
 /// One page: its lines, and the request id to go on from.
 struct Page {
-    lines: Vec<u8>,
+    lines: Lines,
     next: i64,
+}
+
+/// A page's bytes, counted in [`PAGES_HELD`] until dropped.
+struct Lines(Vec<u8>);
+
+impl Lines {
+    fn new(bytes: Vec<u8>) -> Self {
+        PAGES_HELD.fetch_add(bytes.len(), Ordering::AcqRel);
+        Self(bytes)
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        PAGES_HELD.fetch_sub(self.0.len(), Ordering::AcqRel);
+    }
 }
 
 struct Pages {
@@ -100,13 +123,13 @@ impl Unsent {
 
 /// A page's lines as handed out: counted in [`Unsent`] until dropped.
 struct Tracked {
-    lines: Vec<u8>,
+    lines: Lines,
     unsent: Arc<Unsent>,
 }
 
 impl AsRef<[u8]> for Tracked {
     fn as_ref(&self) -> &[u8] {
-        &self.lines
+        &self.lines.0
     }
 }
 
@@ -114,7 +137,7 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         self.unsent
             .bytes
-            .fetch_sub(self.lines.len(), Ordering::AcqRel);
+            .fetch_sub(self.lines.0.len(), Ordering::AcqRel);
         // Stores a wake-up if nobody waits yet, so none is lost.
         self.unsent.dropped.notify_one();
     }
@@ -141,7 +164,7 @@ impl Pages {
             None if self.next >= self.end => return Ok(None),
             None => self.read(self.next).await?,
         };
-        if page.lines.is_empty() {
+        if page.lines.0.is_empty() {
             // Every request of an ended batch has its line: rows missing means the batch was
             // deleted or archived. Before anything was sent that reads as no results (the
             // caller checked the batch first); after, fail, so the client sees a cut download
@@ -150,12 +173,13 @@ impl Pages {
         }
         self.started = true;
         self.next = page.next;
-        self.size = if slow {
-            FIRST_PAGE_BYTES
-        } else {
+        let grow = !slow && PAGES_HELD.load(Ordering::Acquire) < GROWN_PAGES_BUDGET;
+        self.size = if grow {
             (self.size * 2).min(MAX_PAGE_BYTES)
+        } else {
+            FIRST_PAGE_BYTES
         };
-        if self.next < self.end && !slow {
+        if self.next < self.end && grow {
             let (pool, from, end, size) = (self.pool.clone(), self.next, self.end, self.size);
             self.ahead = Some(tokio::task::spawn_blocking(move || {
                 read_page(&pool, from, end, size)
@@ -163,7 +187,7 @@ impl Pages {
         }
         self.unsent
             .bytes
-            .fetch_add(page.lines.len(), Ordering::AcqRel);
+            .fetch_add(page.lines.0.len(), Ordering::AcqRel);
         Ok(Some(Bytes::from_owner(Tracked {
             lines: page.lines,
             unsent: self.unsent.clone(),
@@ -214,6 +238,9 @@ fn read_page(pool: &Pool, from: i64, end: i64, size: usize) -> rusqlite::Result<
                 break;
             }
         }
-        Ok(Page { lines, next })
+        Ok(Page {
+            lines: Lines::new(lines),
+            next,
+        })
     })
 }

@@ -32,11 +32,14 @@ async fn stalled_upload(server: &Server) -> TcpStream {
     s
 }
 
-/// A results download whose client reads its first bytes and then stops reading, with a
-/// small receive window so the server cannot push the whole body into the kernel.
-async fn slow_reader(server: &Server, id: &str) -> TcpStream {
+/// A results download whose client reads its first bytes and then stops reading; with a
+/// small receive window (the server cannot push much into the kernel) or the default one
+/// (it can push megabytes first, growing its pages, then stalls).
+async fn slow_reader(server: &Server, id: &str, small_window: bool) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+    if small_window {
+        socket.set_recv_buffer_size(4096).unwrap();
+    }
     let mut s = socket.connect(server.addr).await.unwrap();
     let head = format!(
         "GET /v1/messages/batches/{id}/results HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\n\
@@ -88,8 +91,8 @@ async fn stalled_uploads_and_slow_readers_starve_no_one() {
     for _ in 0..STALLED_UPLOADS {
         held.push(stalled_upload(&server).await);
     }
-    for _ in 0..SLOW_READERS {
-        held.push(slow_reader(&server, &done).await);
+    for i in 0..SLOW_READERS {
+        held.push(slow_reader(&server, &done, i % 2 == 0).await);
     }
     eprintln!(
         "holding {STALLED_UPLOADS} stalled uploads and {SLOW_READERS} slow readers; \
@@ -185,7 +188,7 @@ async fn a_held_results_download_does_not_pin_the_wal() {
     server.wait_ended(&done, Duration::from_secs(120)).await;
     // Each later create writes about 0.9 MB through the WAL (one chunk: no params file),
     // and its results as much again.
-    let reader = slow_reader(&server, &done).await;
+    let reader = slow_reader(&server, &done, true).await;
     let creates = 120;
     for _ in 0..creates {
         create_batch(&server, requests_body(900, 900)).await;
