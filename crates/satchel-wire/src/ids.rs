@@ -80,6 +80,11 @@ pub fn new_message_id() -> String {
     format!("{MESSAGE_PREFIX}{}", random_body())
 }
 
+/// A new tool call id (`toolu_…`), for the emulator's `tool_use` blocks.
+pub fn new_tool_use_id() -> String {
+    format!("toolu_{}", random_body())
+}
+
 /// A new request id (`req_…`), as sent in the `request-id` header.
 pub fn new_request_id() -> String {
     format!("{REQUEST_PREFIX}{}", random_body())

@@ -55,10 +55,14 @@ pub struct Usage {
     pub cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     pub cache_creation: Option<CacheCreation>,
-    #[serde(default)]
+    /// Present only when a server tool ran (the API omits the key otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_tool_use: Option<Value>,
     #[serde(default)]
     pub service_tier: Option<String>,
+    /// Where inference ran; the API reports `"not_available"` when it does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_geo: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +82,7 @@ impl Usage {
             cache_creation: Some(CacheCreation::default()),
             server_tool_use: None,
             service_tier: Some("batch".into()),
+            inference_geo: Some("not_available".into()),
         }
     }
 }

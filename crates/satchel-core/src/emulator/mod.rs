@@ -1,27 +1,28 @@
-//! The built-in emulator: a deterministic fake model, the default backend.
+//! The built-in emulator: a deterministic fake model, the default backend, and a faithful
+//! local test double for code that uses batches.
 //!
-//! It validates `params` the way the real API does for a batch request and answers with a
-//! real-shaped `Message`: the text of the last user turn echoed back, trimmed to `max_tokens`
-//! at 4 characters a token (then `stop_reason: "max_tokens"`), cut at the first of the
-//! `stop_sequences` it contains (`"stop_sequence"`), else `"end_turn"`. Usage is counted the
-//! same way: output tokens from the reply's characters, input tokens from the bytes of
-//! `system` and `messages`. Same params, same reply (only the message id is fresh).
+//! It validates `params` the way the real API does for a batch request (`params.rs`) and
+//! answers with a `Message` shaped as the hosted API would shape it for the same params
+//! (`compose.rs`): tool calls for forced tools, JSON valid against a structured output's
+//! schema (`schema.rs`), a thinking block when thinking is on, else the last user turn echoed
+//! back. Usage is counted at 4 characters a token: output tokens from the reply, input tokens
+//! from the bytes of `system` and `messages`. Same params, same reply (only ids are fresh).
 //!
 //! For use as a test double it can also wait a fixed latency per request and fail a share of
 //! requests at random with `api_error` or `overloaded_error`.
 
-use std::borrow::Cow;
+mod compose;
+mod params;
+mod schema;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
-use satchel_wire::{ContentBlock, ErrorType, Message, Usage, ids};
-use serde::Deserialize;
+use satchel_wire::{ErrorType, Message};
 use serde_json::value::RawValue;
 
 use crate::backend::{Attempt, Backend, Failure};
-
-/// Characters per token, for trimming and usage.
-const CHARS_PER_TOKEN: usize = 4;
+pub use params::Invalid;
 
 /// How the emulator behaves.
 #[derive(Debug, Clone, Default)]
@@ -72,180 +73,16 @@ impl Backend for Emulator {
     }
 }
 
-/// A `params` problem, worded as the API words it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Invalid(pub String);
-
-fn invalid<T>(message: impl Into<String>) -> Result<T, Invalid> {
-    Err(Invalid(message.into()))
-}
-
-/// The fields the emulator reads; everything else in `params` is accepted and ignored.
-#[derive(Deserialize)]
-struct Params<'a> {
-    #[serde(borrow)]
-    model: Option<&'a RawValue>,
-    #[serde(borrow)]
-    max_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    messages: Option<&'a RawValue>,
-    #[serde(borrow)]
-    system: Option<&'a RawValue>,
-    #[serde(borrow)]
-    stream: Option<&'a RawValue>,
-    #[serde(borrow)]
-    stop_sequences: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Turn<'a> {
-    #[serde(borrow)]
-    role: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    content: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Block<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-}
-
 /// Validates `params` and builds the emulator's reply.
 pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
-    let Ok(p) = serde_json::from_str::<Params<'_>>(params.get()) else {
-        return invalid("Input should be a valid dictionary");
-    };
-    if p.stream.is_some_and(|s| s.get() == "true") {
-        return invalid("\"stream=True\" is not supported in the Message Batches API");
-    }
-    let Some(model) = p.model else {
-        return invalid("model: Field required");
-    };
-    let Ok(model) = serde_json::from_str::<String>(model.get()) else {
-        return invalid("model: Input should be a valid string");
-    };
-    let Some(max_tokens) = p.max_tokens else {
-        return invalid("max_tokens: Field required");
-    };
-    let Ok(max_tokens) = serde_json::from_str::<i64>(max_tokens.get()) else {
-        return invalid("max_tokens: Input should be a valid integer");
-    };
-    if max_tokens < 1 {
-        return invalid("max_tokens: must be greater than or equal to 1");
-    }
-    let Some(messages_raw) = p.messages else {
-        return invalid("messages: Field required");
-    };
-    let Ok(turns) = serde_json::from_str::<Vec<Turn<'_>>>(messages_raw.get()) else {
-        return invalid("messages: Input should be a valid list");
-    };
-    if turns.is_empty() {
-        return invalid("messages: List should have at least 1 item after validation, not 0");
-    }
-    // Every turn is checked; only the last user turn's text is extracted.
-    let mut last_user = None;
-    for (i, turn) in turns.iter().enumerate() {
-        match turn.role.as_deref() {
-            Some("user") | Some("assistant") => {}
-            Some(_) => {
-                return invalid(format!(
-                    "messages.{i}.role: Input should be 'user' or 'assistant'"
-                ));
-            }
-            None => return invalid(format!("messages.{i}.role: Field required")),
-        }
-        let Some(content) = turn.content else {
-            return invalid(format!("messages.{i}.content: Field required"));
-        };
-        if !is_text_content(content) {
-            return invalid(format!(
-                "messages.{i}.content: Input should be a valid string or list of content blocks"
-            ));
-        }
-        if turn.role.as_deref() == Some("user") {
-            last_user = Some(content);
-        }
-    }
-    let last_user_text = last_user.and_then(text_of).unwrap_or_default();
-    let stop_sequences: Vec<String> = match p.stop_sequences {
-        Some(raw) => match serde_json::from_str(raw.get()) {
-            Ok(list) => list,
-            Err(_) => return invalid("stop_sequences: Input should be a valid list of strings"),
-        },
-        None => Vec::new(),
-    };
-
-    let max_chars = usize::try_from(max_tokens)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(CHARS_PER_TOKEN);
-    let (text, stop_reason, stop_sequence) = compose(&last_user_text, max_chars, &stop_sequences);
-    let input_bytes = messages_raw.get().len() + p.system.map_or(0, |s| s.get().len());
-    Ok(Message {
-        id: ids::new_message_id(),
-        kind: "message".into(),
-        role: "assistant".into(),
-        usage: Usage::batch(tokens(input_bytes).max(1), tokens(text.chars().count())),
-        content: vec![ContentBlock::text(text)],
-        model,
-        stop_reason: Some(stop_reason.into()),
-        stop_sequence,
-    })
-}
-
-fn tokens(chars: usize) -> u64 {
-    chars.div_ceil(CHARS_PER_TOKEN) as u64
-}
-
-/// Whether a turn's content is a string or a list of content blocks. A string needs no
-/// parsing: `content` is valid JSON already, so a leading quote makes it a string.
-fn is_text_content(content: &RawValue) -> bool {
-    content.get().starts_with('"') || serde_json::from_str::<Vec<Block<'_>>>(content.get()).is_ok()
-}
-
-/// The text of a turn's content: a string, or the `text` blocks of a list joined by newlines.
-fn text_of(content: &RawValue) -> Option<String> {
-    if let Ok(text) = serde_json::from_str::<Cow<'_, str>>(content.get()) {
-        return Some(text.into_owned());
-    }
-    let blocks = serde_json::from_str::<Vec<Block<'_>>>(content.get()).ok()?;
-    let texts: Vec<&str> = blocks
-        .iter()
-        .filter(|b| b.kind.as_deref() == Some("text"))
-        .filter_map(|b| b.text.as_deref())
-        .collect();
-    Some(texts.join("\n"))
-}
-
-/// The reply text and why it stopped.
-fn compose(
-    source: &str,
-    max_chars: usize,
-    stop_sequences: &[String],
-) -> (String, &'static str, Option<String>) {
-    let first_stop = stop_sequences
-        .iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| source.find(s.as_str()).map(|at| (at, s)))
-        .min_by_key(|(at, _)| *at);
-    let (candidate, stop) = match first_stop {
-        Some((at, seq)) => (&source[..at], Some(seq.clone())),
-        None => (source, None),
-    };
-    // Longer than `max_chars` characters iff there is a character at that index: cut there.
-    if let Some((cut, _)) = candidate.char_indices().nth(max_chars) {
-        return (candidate[..cut].to_owned(), "max_tokens", None);
-    }
-    match stop {
-        Some(seq) => (candidate.to_owned(), "stop_sequence", Some(seq)),
-        None => (candidate.to_owned(), "end_turn", None),
-    }
+    params::parse(params).map(|request| compose::compose(&request))
 }
 
 #[cfg(test)]
 mod tests {
+    use satchel_wire::ContentBlock;
+    use serde_json::{Value, json};
+
     use super::*;
 
     fn raw(json: &str) -> Box<RawValue> {
@@ -344,6 +181,166 @@ mod tests {
             )))
             .is_ok()
         );
+    }
+
+    fn json_of(params: &str) -> Value {
+        serde_json::to_value(reply(&raw(params)).unwrap()).unwrap()
+    }
+
+    const WEATHER: &str = r#"{"name":"get_weather","description":"Weather","input_schema":{"type":"object","properties":{"city":{"type":"string"},"unit":{"type":"string","enum":["c","f"]},"days":{"type":"integer","minimum":1}},"required":["city","unit"]}}"#;
+
+    #[test]
+    fn a_forced_tool_gets_a_tool_use_block_valid_against_its_schema() {
+        for choice in [
+            r#"{"type":"tool","name":"get_weather"}"#,
+            r#"{"type":"any"}"#,
+        ] {
+            let m = json_of(&format!(
+                r#"{{"model":"m","max_tokens":200,"tools":[{WEATHER}],"tool_choice":{choice},"messages":[{{"role":"user","content":"Paris?"}}]}}"#
+            ));
+            assert_eq!(m["stop_reason"], "tool_use", "{m}");
+            let block = &m["content"][0];
+            assert_eq!(block["type"], "tool_use");
+            assert_eq!(block["name"], "get_weather");
+            assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
+            assert_eq!(block["input"]["city"], "Paris?");
+            assert_eq!(block["input"]["unit"], "c");
+            assert_eq!(block["input"]["days"], 1);
+            assert!(m["usage"]["output_tokens"].as_u64().unwrap() > 0);
+        }
+    }
+
+    #[test]
+    fn auto_uses_a_tool_the_user_names_and_none_never_does() {
+        let with = |choice: &str, said: &str| {
+            json_of(&format!(
+                r#"{{"model":"m","max_tokens":200,"tools":[{WEATHER}],"tool_choice":{choice},"messages":[{{"role":"user","content":"{said}"}}]}}"#
+            ))
+        };
+        let named = with(r#"{"type":"auto"}"#, "call get_weather for Oslo");
+        assert_eq!(named["content"][0]["type"], "tool_use");
+        let plain = with(r#"{"type":"auto"}"#, "hello there");
+        assert_eq!(plain["content"][0]["type"], "text");
+        assert_eq!(plain["stop_reason"], "end_turn");
+        let none = with(r#"{"type":"none"}"#, "call get_weather");
+        assert_eq!(none["content"][0]["type"], "text");
+    }
+
+    #[test]
+    fn a_structured_output_is_json_valid_against_its_schema() {
+        let schema = r#"{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer","minimum":18},"tags":{"type":"array","items":{"type":"string"}}},"required":["name","age","tags"],"additionalProperties":false}"#;
+        for format in [
+            format!(r#""output_config":{{"format":{{"type":"json_schema","schema":{schema}}}}}"#),
+            format!(r#""output_format":{{"type":"json_schema","schema":{schema}}}"#),
+        ] {
+            let m = json_of(&format!(
+                r#"{{"model":"m","max_tokens":500,{format},"messages":[{{"role":"user","content":"Ann"}}]}}"#
+            ));
+            let text = m["content"][0]["text"].as_str().unwrap();
+            let parsed: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(parsed, json!({"name": "Ann", "age": 18, "tags": ["Ann"]}));
+            assert_eq!(m["stop_reason"], "end_turn");
+        }
+    }
+
+    #[test]
+    fn thinking_comes_first_with_a_signature_and_counts_in_max_tokens() {
+        let m = json_of(
+            r#"{"model":"m","max_tokens":2000,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"Why is the sky blue?"}]}"#,
+        );
+        assert_eq!(m["content"][0]["type"], "thinking");
+        assert!(!m["content"][0]["thinking"].as_str().unwrap().is_empty());
+        assert!(!m["content"][0]["signature"].as_str().unwrap().is_empty());
+        assert_eq!(m["content"][1]["text"], "Why is the sky blue?");
+        let thought = m["content"][0]["thinking"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count();
+        assert_eq!(
+            m["usage"]["output_tokens"].as_u64().unwrap(),
+            thought.div_ceil(4) as u64 + 5
+        );
+        let adaptive = json_of(
+            r#"{"model":"m","max_tokens":10,"thinking":{"type":"adaptive"},"messages":[{"role":"user","content":"a long question indeed, a long question indeed, a long question indeed"}]}"#,
+        );
+        assert_eq!(adaptive["content"][0]["type"], "thinking");
+        assert!(adaptive["usage"]["output_tokens"].as_u64().unwrap() <= 10);
+        assert_eq!(adaptive["stop_reason"], "max_tokens");
+    }
+
+    #[test]
+    fn a_turn_with_no_text_gets_a_non_empty_reply() {
+        let m = json_of(
+            r#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"t","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[]}]}]}"#,
+        );
+        let text = m["content"][0]["text"].as_str().unwrap();
+        assert!(!text.is_empty());
+        let m = json_of(
+            r#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"22 degrees"}]}]}"#,
+        );
+        assert_eq!(m["content"][0]["text"], "22 degrees");
+    }
+
+    #[test]
+    fn usage_is_shaped_as_the_api_shapes_it() {
+        let m =
+            json_of(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#);
+        let usage = m["usage"].as_object().unwrap();
+        assert_eq!(usage["inference_geo"], "not_available");
+        assert_eq!(usage["service_tier"], "batch");
+        assert!(usage["cache_creation"].is_object());
+        assert!(!usage.contains_key("server_tool_use"), "{m}");
+    }
+
+    #[test]
+    fn each_validation_rule_answers_as_the_api_does() {
+        let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
+        let cases: &[(String, &str)] = &[
+            (format!(r#"{{"model":"m","max_tokens":5,"foo_bar":1,{msgs}}}"#), "foo_bar: Extra inputs are not permitted"),
+            (format!(r#"{{"model":"m","max_tokens":5,"speed":"fast",{msgs}}}"#), "speed: is not supported in the Message Batches API"),
+            (format!(r#"{{"model":7,"max_tokens":5,{msgs}}}"#), "model: Input should be a valid string"),
+            (format!(r#"{{"model":"m","max_tokens":5.5,{msgs}}}"#), "max_tokens: Input should be a valid integer"),
+            (format!(r#"{{"model":"m","max_tokens":true,{msgs}}}"#), "max_tokens: Input should be a valid integer"),
+            (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":""}]}"#.into(), "messages: all messages must have non-empty content except for the optional final assistant message"),
+            (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[]}]}"#.into(), "messages: all messages must have non-empty content except for the optional final assistant message"),
+            (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":""}]}]}"#.into(), "messages: text content blocks must be non-empty"),
+            (r#"{"model":"m","max_tokens":5,"messages":[{"content":"x"}]}"#.into(), "messages.0.role: Field required"),
+            (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user"}]}"#.into(), "messages.0.content: Field required"),
+            (r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":7}]}"#.into(), "messages.0.content: Input should be a valid string or list of content blocks"),
+            (format!(r#"{{"model":"m","max_tokens":5,"system":[{{"type":"image"}}],{msgs}}}"#), "system.0.type: Input should be 'text'"),
+            (format!(r#"{{"model":"m","max_tokens":5,"temperature":1.5,{msgs}}}"#), "temperature: Input should be less than or equal to 1"),
+            (format!(r#"{{"model":"m","max_tokens":5,"top_k":-1,{msgs}}}"#), "top_k: Input should be greater than or equal to 0"),
+            (format!(r#"{{"model":"m","max_tokens":5,"stop_sequences":"END",{msgs}}}"#), "stop_sequences: Input should be a valid list"),
+            (format!(r#"{{"model":"m","max_tokens":5,"tools":[{{"name":"t"}}],{msgs}}}"#), "tools.0.custom.input_schema: Field required"),
+            (format!(r#"{{"model":"m","max_tokens":5,"tools":[{WEATHER}],"tool_choice":{{"type":"tool","name":"nope"}},{msgs}}}"#), "tool_choice: Tool 'nope' not found in provided tools"),
+            (format!(r#"{{"model":"m","max_tokens":5,"tool_choice":{{"type":"any"}},{msgs}}}"#), "tool_choice: `tool_choice` may only be specified while providing tools."),
+            (format!(r#"{{"model":"m","max_tokens":5,"tool_choice":{{"type":"maybe"}},{msgs}}}"#), "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'"),
+            (format!(r#"{{"model":"m","max_tokens":5000,"thinking":{{"type":"enabled","budget_tokens":100}},{msgs}}}"#), "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"),
+            (format!(r#"{{"model":"m","max_tokens":1024,"thinking":{{"type":"enabled","budget_tokens":1024}},{msgs}}}"#), "`max_tokens` must be greater than `thinking.budget_tokens`"),
+            (format!(r#"{{"model":"m","max_tokens":5,"output_config":{{"format":{{"type":"json_schema"}}}},{msgs}}}"#), "output_config.format.schema: Field required"),
+            (format!(r#"{{"model":"m","max_tokens":5,"output_format":{{"type":"text","schema":{{}}}},{msgs}}}"#), "output_format.type: Input should be 'json_schema'"),
+        ];
+        for (params, expected) in cases {
+            assert_eq!(&error_of(params), expected, "{params}");
+        }
+    }
+
+    #[test]
+    fn accepts_what_the_api_accepts() {
+        let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
+        for params in [
+            format!(r#"{{"model":"m","max_tokens":1024.0,{msgs}}}"#),
+            format!(r#"{{"model":"m","max_tokens":"1024",{msgs}}}"#),
+            format!(r#"{{"model":"m","max_tokens":5,"metadata":{{"user_id":"u"}},"service_tier":"auto","inference_geo":"us","cache_control":{{"type":"ephemeral"}},"container":"c","mcp_servers":[],"context_management":{{}},"top_k":5,"top_p":0.9,"temperature":0,{msgs}}}"#),
+            format!(r#"{{"model":"m","max_tokens":5,"tools":[{{"type":"web_search_20250305","name":"web_search"}}],{msgs}}}"#),
+            format!(r#"{{"model":"m","max_tokens":5,"system":[{{"type":"text","text":"be brief","cache_control":{{"type":"ephemeral","ttl":"1h"}}}}],{msgs}}}"#),
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"x"},"citations":{"enabled":true}},{"type":"text","text":"summarise"}]}]}"#.into(),
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":""}]}"#.into(),
+            format!(r#"{{"model":"m","max_tokens":5,"stream":false,"thinking":{{"type":"disabled"}},{msgs}}}"#),
+        ] {
+            assert!(reply(&raw(&params)).is_ok(), "{params}: {:?}", reply(&raw(&params)).err());
+        }
     }
 
     #[tokio::test]
