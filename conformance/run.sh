@@ -94,11 +94,12 @@ log "server is up (pid $SERVER_PID)"
 # ---- SDK installs (cached) ----------------------------------------------------------------------
 python_venv() { # VERSION -> prints the venv's python, installing anthropic==VERSION if needed
     local version=$1 venv="$CACHE/py-anthropic-$1"
-    if ! "$venv/bin/python" -c "import sys, anthropic; sys.exit(anthropic.__version__ != '$version')" 2>/dev/null; then
-        log "creating $venv with anthropic==$version" >&2
+    local ready="import sys, anthropic, jsonschema; sys.exit(anthropic.__version__ != '$version')"
+    if ! "$venv/bin/python" -c "$ready" 2>/dev/null; then
+        log "creating $venv with anthropic==$version and jsonschema" >&2
         "$PYTHON" -m venv --clear "$venv" >&2
-        "$venv/bin/pip" install --disable-pip-version-check -q "anthropic==$version" >&2
-        "$venv/bin/python" -c "import sys, anthropic; sys.exit(anthropic.__version__ != '$version')"
+        "$venv/bin/pip" install --disable-pip-version-check -q "anthropic==$version" "jsonschema==4.25.1" >&2
+        "$venv/bin/python" -c "$ready"
     fi
     echo "$venv/bin/python"
 }

@@ -22,6 +22,7 @@ import urllib.request
 from datetime import timedelta
 
 import anthropic
+import jsonschema
 from anthropic.types.messages import MessageBatchIndividualResponse
 
 BASE_URL = os.environ["SATCHEL_BASE_URL"].rstrip("/")
@@ -493,6 +494,52 @@ def main():
     check("raw x-api-key + 2023-06-01 accepted", status == 200 and json.loads(body)["id"] == bid, status)
     status, headers, body = http("GET", "/v1/_stainless_unknown_path")
     check_raw_error("unknown route", status, headers, body, 404, "not_found_error")
+
+    # ---- the emulator's reply shapes, through the beta namespace -------------------------------
+    section("emulator reply shapes (beta create, strict models)")
+    weather_schema = {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city", "unit"],
+        "additionalProperties": False}
+    person_schema = {"type": "object", "properties": {
+        "name": {"type": "string", "minLength": 1}, "age": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+        "required": ["name", "age", "tags"], "additionalProperties": False}
+    tool = {"name": "get_weather", "description": "Weather by city", "input_schema": weather_schema}
+    shape_requests = [
+        {"custom_id": "forced-tool", "params": params("Weather in Oslo?", max_tokens=256, tools=[tool],
+                                                     tool_choice={"type": "tool", "name": "get_weather"})},
+        {"custom_id": "any-tool", "params": params("Anything", max_tokens=256, tools=[tool],
+                                                  tool_choice={"type": "any"})},
+        {"custom_id": "structured", "params": params("Ann", max_tokens=512, output_config={
+            "format": {"type": "json_schema", "schema": person_schema}})},
+        {"custom_id": "thinking", "params": params("Why?", max_tokens=2048,
+                                                  thinking={"type": "enabled", "budget_tokens": 1024})},
+        {"custom_id": "extra-key", "params": params("x", foo_bar=1)},
+    ]
+    sb = a.beta.messages.batches.create(requests=shape_requests, betas=["message-batches-2024-09-24"])
+    check("beta create", sb.id.startswith("msgbatch_") and sb.processing_status == "in_progress", sb)
+    created.append(sb.id)
+    wait_ended(a, sb.id, len(shape_requests))
+    by_id = {r.custom_id: r for r in a.messages.batches.results(sb.id)}
+    for name in ("forced-tool", "any-tool"):
+        m = by_id[name].result.message
+        block = m.content[0]
+        check(f"{name}: a ToolUseBlock", isinstance(block, anthropic.types.ToolUseBlock), m.content)
+        check(f"{name}: stop_reason tool_use", m.stop_reason == "tool_use", m.stop_reason)
+        jsonschema.validate(block.input, weather_schema)
+        check(f"{name}: input valid against the tool's schema", block.name == "get_weather", block.input)
+    m = by_id["structured"].result.message
+    jsonschema.validate(json.loads(m.content[0].text), person_schema)
+    check("structured output: json.loads and valid against the schema", True, m.content[0].text)
+    m = by_id["thinking"].result.message
+    check("thinking: a ThinkingBlock first, signed",
+          isinstance(m.content[0], anthropic.types.ThinkingBlock) and m.content[0].signature, m.content)
+    check("thinking: then text", isinstance(m.content[1], anthropic.types.TextBlock), m.content)
+    check("thinking: within max_tokens", 0 < m.usage.output_tokens <= 2048, m.usage)
+    e = by_id["extra-key"].result
+    check("unknown params key: errored, Extra inputs are not permitted",
+          e.type == "errored" and e.error.error.message == "foo_bar: Extra inputs are not permitted", e)
 
     # ---- tidy up: stop what is still running so the next SDK run is not slowed down ----------
     for x in created:

@@ -448,6 +448,31 @@ async function main() {
   await expectError('bad api key on list', Anthropic.AuthenticationError, 401, 'authentication_error', null,
     () => makeClient('sk-wrong').messages.batches.list());
 
+  // ---- the emulator's reply shapes, created through the beta namespace -----------------------
+  section('emulator reply shapes (beta create)');
+  const tool = {
+    name: 'get_weather', description: 'Weather by city',
+    input_schema: { type: 'object', properties: { city: { type: 'string' }, unit: { type: 'string', enum: ['c', 'f'] } },
+      required: ['city', 'unit'] },
+  };
+  const shapes = await a.beta.messages.batches.create({
+    betas: ['message-batches-2024-09-24'],
+    requests: [
+      { custom_id: 'forced-tool', params: { ...params('Oslo', 256), tools: [tool], tool_choice: { type: 'tool', name: 'get_weather' } } },
+      { custom_id: 'structured', params: { ...params('Ann', 256), output_config: { format: { type: 'json_schema',
+        schema: { type: 'object', properties: { name: { type: 'string' } }, required: ['name'], additionalProperties: false } } } } },
+    ],
+  });
+  check('beta create', shapes.id.startsWith('msgbatch_'), shapes);
+  created.push(shapes.id);
+  await waitEnded(a, shapes.id, 2);
+  const shaped = Object.fromEntries((await collect(await a.beta.messages.batches.results(shapes.id))).map((r) => [r.custom_id, r]));
+  const toolMessage = shaped['forced-tool'].result.message;
+  check('forced tool: a tool_use block', toolMessage.content[0].type === 'tool_use' && toolMessage.stop_reason === 'tool_use', toolMessage);
+  check('forced tool: input has the required keys', toolMessage.content[0].input.city === 'Oslo' && toolMessage.content[0].input.unit === 'c', toolMessage.content[0]);
+  const structured = JSON.parse(shaped.structured.result.message.content[0].text);
+  check('structured output: JSON with the schema\'s keys', sameList(Object.keys(structured), ['name']), structured);
+
   // ---- tidy up: stop what is still running so later runs are not slowed down -----------------
   for (const x of created) {
     try {

@@ -55,6 +55,8 @@ pub enum ListCursor {
     After(String),
     /// Batches newer than this id.
     Before(String),
+    /// Batches strictly between: older than `after`, newer than `before` (newest first).
+    Between { after: String, before: String },
 }
 
 /// A request leased to the dispatcher.

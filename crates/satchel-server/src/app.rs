@@ -166,6 +166,9 @@ pub async fn start_with(
         public_base_url: config.public_base_url.as_deref().map(Arc::from),
         listen_addr: addr,
         body_idle_timeout: config.http.body_idle_timeout,
+        cors: Arc::new(api::cors::CorsPolicy::new(
+            config.cors_allowed_origins.clone(),
+        )),
     };
     let app = api::router(state);
     let server =

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Limits of the HTTP serving loop.
     pub http: HttpConfig,
+    /// Browser origins allowed beyond the SDK's browser header (`*`: any).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// How long a graceful shutdown waits for attempts in flight and open responses.
@@ -142,6 +144,7 @@ impl ServerConfig {
             backends: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             http: HttpConfig::default(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

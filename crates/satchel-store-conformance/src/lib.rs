@@ -287,6 +287,23 @@ pub async fn list_pages_newest_first_both_ways(store: Arc<dyn Store>) {
         ),
         ids[..1]
     );
+    // Both cursors: strictly between them, newest first, one extra when more exist.
+    let between = |after: usize, before: usize| ListCursor::Between {
+        after: ids[after].clone(),
+        before: ids[before].clone(),
+    };
+    assert_eq!(
+        page(store.list_batches("w", &between(0, 4), 10).await.unwrap()),
+        ids[1..4]
+    );
+    assert_eq!(
+        page(store.list_batches("w", &between(0, 4), 2).await.unwrap()),
+        ids[1..4]
+    );
+    assert_eq!(
+        page(store.list_batches("w", &between(1, 2), 10).await.unwrap()),
+        Vec::<String>::new()
+    );
 }
 
 pub async fn every_request_settles_exactly_once(store: Arc<dyn Store>) {

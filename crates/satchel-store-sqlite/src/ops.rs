@@ -129,6 +129,12 @@ pub(crate) fn list_batches(
             .prepare_cached(&format!("{base} AND id < ?2 ORDER BY id DESC LIMIT ?3"))?
             .query_map(params![workspace, id, fetch], batch_from_row)?
             .collect::<Result<Vec<_>, _>>()?,
+        ListCursor::Between { after, before } => conn
+            .prepare_cached(&format!(
+                "{base} AND id < ?2 AND id > ?3 ORDER BY id DESC LIMIT ?4"
+            ))?
+            .query_map(params![workspace, after, before, fetch], batch_from_row)?
+            .collect::<Result<Vec<_>, _>>()?,
         ListCursor::Before(id) => {
             // The page just newer than the cursor: the oldest `limit` of the newer ones,
             // plus one more to tell whether even newer ones exist; then newest first.

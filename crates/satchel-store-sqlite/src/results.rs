@@ -6,8 +6,10 @@
 //! of threads, and it never pins the WAL (a checkpoint can always move past it).
 //!
 //! Memory is bounded whatever the clients do: a page is handed out only once the HTTP layer
-//! holds at most [`LOW_WATER`] bytes of the download's earlier pages not yet taken by the
-//! socket (each page tells when it is dropped). Pages grow while the client keeps up (from
+//! holds at most [`LOW_WATER`] bytes of the download's earlier pages, besides the last one,
+//! not yet taken by the socket (each page tells when it is dropped; the last one is left out
+//! because a consumer may hold it while it asks for the next, as a decompressing or
+//! compressing reader does). Pages grow while the client keeps up (from
 //! [`FIRST_PAGE_BYTES`] to [`MAX_PAGE_BYTES`]), so a fast download pays the per-page cost
 //! rarely and is read one page ahead; they shrink back, unread ahead, when it falls behind,
 //! and never grow while all downloads together hold [`GROWN_PAGES_BUDGET`] bytes of pages.
@@ -56,6 +58,7 @@ pub(crate) fn stream_results(pool: Arc<Pool>, workspace: String, id: String) -> 
         size: FIRST_PAGE_BYTES,
         ahead: None,
         started: false,
+        last_len: 0,
         unsent: Arc::new(Unsent::default()),
     };
     Box::pin(futures::stream::try_unfold(pages, |mut pages| async move {
@@ -98,6 +101,8 @@ struct Pages {
     ahead: Option<JoinHandle<rusqlite::Result<Page>>>,
     /// Whether a page was handed out yet.
     started: bool,
+    /// The size of the last page handed out.
+    last_len: usize,
     /// The bytes handed out and not yet dropped by the HTTP layer.
     unsent: Arc<Unsent>,
 }
@@ -111,10 +116,11 @@ struct Unsent {
 }
 
 impl Unsent {
-    /// Waits until at most [`LOW_WATER`] bytes are unsent; whether that took long.
-    async fn drain(&self) -> bool {
+    /// Waits until at most [`LOW_WATER`] bytes besides the last page handed out (`last`
+    /// bytes) are unsent; whether that took long.
+    async fn drain(&self, last: usize) -> bool {
         let start = Instant::now();
-        while self.bytes.load(Ordering::Acquire) > LOW_WATER {
+        while self.bytes.load(Ordering::Acquire) > LOW_WATER + last {
             self.dropped.notified().await;
         }
         start.elapsed() >= KEEPING_UP
@@ -155,7 +161,7 @@ impl Pages {
             self.next = batch.first_request;
             self.end = batch.first_request + batch.request_count;
         }
-        let slow = self.unsent.drain().await;
+        let slow = self.unsent.drain(self.last_len).await;
         let page = match self.ahead.take() {
             Some(reading) => reading
                 .await
@@ -185,9 +191,8 @@ impl Pages {
                 read_page(&pool, from, end, size)
             }));
         }
-        self.unsent
-            .bytes
-            .fetch_add(page.lines.0.len(), Ordering::AcqRel);
+        self.last_len = page.lines.0.len();
+        self.unsent.bytes.fetch_add(self.last_len, Ordering::AcqRel);
         Ok(Some(Bytes::from_owner(Tracked {
             lines: page.lines,
             unsent: self.unsent.clone(),

@@ -94,6 +94,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_BODY_IDLE_TIMEOUT", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT.into(), value_parser = parse_positive_duration)]
     body_idle_timeout: humantime::Duration,
 
+    /// Browser origins allowed to call the API without the SDK's
+    /// `anthropic-dangerous-direct-browser-access` header (comma-separated; `*` for any).
+    /// Requests that carry that header get CORS headers whatever their origin.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "SATCHEL_CORS_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_allow_origins: Vec<String>,
+
     /// Most connections open at once; at the cap, new ones wait until one closes.
     /// Default: the open-file soft limit (`ulimit -n`) less 128, at most 8192.
     #[arg(long, env = "SATCHEL_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
@@ -154,6 +164,7 @@ impl ServeArgs {
         config.http.header_read_timeout = self.header_read_timeout.into();
         config.http.idle_timeout = self.idle_timeout.into();
         config.http.body_idle_timeout = self.body_idle_timeout.into();
+        config.cors_allowed_origins = self.cors_allow_origins;
         if let Some(max) = self.max_connections {
             config.http.max_connections = max as usize;
         }

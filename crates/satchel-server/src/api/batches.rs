@@ -47,8 +47,11 @@ pub async fn create(
     if declared.is_some_and(|len| len > MAX_CREATE_BODY_BYTES) {
         return Err(ApiError::TooLarge);
     }
-    let (reader, overflow) = body::capped_reader(
+    let encoding = body::Encoding::from_header(request.headers().get(header::CONTENT_ENCODING))
+        .map_err(ApiError::UnsupportedEncoding)?;
+    let (reader, overflow) = body::body_reader(
         request.into_body(),
+        encoding,
         MAX_CREATE_BODY_BYTES,
         state.body_idle_timeout,
     );
@@ -105,11 +108,7 @@ pub async fn list(
     };
     let cursor_of = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
     let cursor = match (cursor_of("after_id"), cursor_of("before_id")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest(
-                "after_id and before_id cannot both be given".into(),
-            ));
-        }
+        (Some(after), Some(before)) => ListCursor::Between { after, before },
         (Some(after), None) => ListCursor::After(after),
         (None, Some(before)) => ListCursor::Before(before),
         (None, None) => ListCursor::Start,

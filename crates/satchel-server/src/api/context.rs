@@ -43,6 +43,9 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
 
 fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
     let headers = request.headers();
+    if !state.cors.admits(headers) {
+        return Err(ApiError::CorsHeaderRequired);
+    }
     let workspace = state
         .keys
         .workspace_of(headers)

@@ -21,6 +21,10 @@ pub enum ApiError {
     UnknownKey,
     #[error("anthropic-version: header is required")]
     MissingVersion,
+    /// A browser request (it names an `Origin`) without the SDK's browser header, from an
+    /// origin not allowed by configuration.
+    #[error("CORS requests must set 'anthropic-dangerous-direct-browser-access' header")]
+    CorsHeaderRequired,
     /// The version as received, cut short (see [`ApiError::bad_version`]).
     #[error("anthropic-version: {0:?} is not a valid version; expected a date such as 2023-06-01")]
     BadVersion(String),
@@ -28,6 +32,11 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("Request exceeds the maximum size")]
     TooLarge,
+    /// A `Content-Encoding` we cannot decode (quoted, cut short).
+    #[error(
+        "Content-Encoding {0:?} is not supported; send the body as is, or as gzip, deflate or zstd"
+    )]
+    UnsupportedEncoding(String),
     /// The upload stopped: no byte of the body for this long.
     #[error("The request body stalled: no data arrived for {}", humantime::format_duration(*.0))]
     BodyStalled(std::time::Duration),
@@ -72,12 +81,13 @@ impl ApiError {
     pub fn to_wire(&self) -> WireError {
         use ErrorType as T;
         let (status, kind) = match self {
-            Self::MissingKey | Self::UnknownKey => {
+            Self::MissingKey | Self::UnknownKey | Self::CorsHeaderRequired => {
                 (StatusCode::UNAUTHORIZED, T::AuthenticationError)
             }
-            Self::MissingVersion | Self::BadVersion(_) | Self::InvalidRequest(_) => {
-                (StatusCode::BAD_REQUEST, T::InvalidRequestError)
-            }
+            Self::MissingVersion
+            | Self::BadVersion(_)
+            | Self::InvalidRequest(_)
+            | Self::UnsupportedEncoding(_) => (StatusCode::BAD_REQUEST, T::InvalidRequestError),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, T::RequestTooLarge),
             Self::BodyStalled(_) => (StatusCode::REQUEST_TIMEOUT, T::TimeoutError),
             Self::UnknownRoute => (StatusCode::NOT_FOUND, T::NotFoundError),

@@ -8,6 +8,7 @@ mod batches;
 mod body;
 pub mod context;
 mod convert;
+pub mod cors;
 mod error;
 
 use std::net::SocketAddr;
@@ -16,6 +17,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use satchel_core::Batches;
+
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::SizeAbove;
 
 use crate::auth::Keys;
 pub use error::{ApiError, WireError};
@@ -31,7 +36,12 @@ pub struct AppState {
     pub listen_addr: SocketAddr,
     /// How long an upload may go without a new byte before it is refused.
     pub body_idle_timeout: std::time::Duration,
+    /// Which browser origins may call the API (see [`cors`]).
+    pub cors: Arc<cors::CorsPolicy>,
 }
+
+/// Smaller answers are not worth compressing.
+const COMPRESS_ABOVE_BYTES: u16 = 1024;
 
 /// The whole API as an axum router.
 pub fn router(state: AppState) -> Router {
@@ -50,6 +60,17 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::layer,
+        ))
+        // Answers are compressed when the client asks (`accept-encoding`), results included,
+        // as they stream; at the fastest level, since most clients sit close by.
+        .layer(
+            CompressionLayer::new()
+                .quality(CompressionLevel::Fastest)
+                .compress_when(SizeAbove::new(COMPRESS_ABOVE_BYTES)),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.cors.clone(),
+            cors::layer,
         ))
         .with_state(state)
 }

@@ -6,7 +6,9 @@
 mod helpers;
 
 mod auth;
+mod cors;
 mod create;
+mod encoding;
 mod http;
 mod lifecycle;
 mod list;
