@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::backend::{Attempt, Backend, Failure};
+use crate::forward::UpstreamHeaders;
 
 /// Characters per token, for trimming and usage.
 const CHARS_PER_TOKEN: usize = 4;
@@ -46,7 +47,7 @@ impl Emulator {
 
 #[async_trait]
 impl Backend for Emulator {
-    async fn send(&self, params: &RawValue) -> Attempt {
+    async fn send(&self, params: &RawValue, _headers: &UpstreamHeaders) -> Attempt {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
@@ -355,7 +356,7 @@ mod tests {
         let params =
             raw(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#);
         for _ in 0..20 {
-            match always.send(&params).await {
+            match always.send(&params, &UpstreamHeaders::default()).await {
                 Attempt::Failed(failure) => {
                     assert!(matches!(
                         failure.kind,
@@ -366,6 +367,9 @@ mod tests {
             }
         }
         let never = Emulator::default();
-        assert!(matches!(never.send(&params).await, Attempt::Message(_)));
+        assert!(matches!(
+            never.send(&params, &UpstreamHeaders::default()).await,
+            Attempt::Message(_)
+        ));
     }
 }

@@ -9,9 +9,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use satchel_core::BatchError;
 use satchel_core::ingest::IngestError;
 use satchel_core::model::ListCursor;
+use satchel_core::{BatchError, UpstreamHeaders};
 use satchel_wire::{
     DeletedMessageBatch, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ListPage, MAX_CREATE_BODY_BYTES,
     MessageBatch, quote_short,
@@ -46,8 +46,20 @@ pub async fn create(
     if declared.is_some_and(|len| len > MAX_CREATE_BODY_BYTES) {
         return Err(ApiError::TooLarge);
     }
+    // They apply to every request of the batch: kept with it, sent upstream with each.
+    let forwarded = UpstreamHeaders::from_request(|name| {
+        request
+            .headers()
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    });
     let (reader, overflow) = body::capped_reader(request.into_body(), MAX_CREATE_BODY_BYTES);
-    match state.batches.create(&caller.workspace, reader).await {
+    match state
+        .batches
+        .create(&caller.workspace, &forwarded, reader)
+        .await
+    {
         Ok(record) => Ok(Json(convert::batch(record, &caller.base_url))),
         Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => {
             Err(ApiError::TooLarge)
