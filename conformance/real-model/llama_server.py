@@ -50,7 +50,7 @@ def main() -> None:
     params.port = args.port
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
-    params.model_alias = "smollm2-135m"  # reported as `model` by its OpenAI endpoint
+    params.model_alias = {"smollm2-135m"}  # a set: the names it answers to
     server = xlc.Server(params)
 
     base = f"http://127.0.0.1:{args.port}"

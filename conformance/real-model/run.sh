@@ -25,7 +25,7 @@ ANTHROPIC_VERSION=2.14.0
 # llama.cpp: slots answering at once, and the context of each (the over-context case relies on it).
 LLAMA_PARALLEL=4
 LLAMA_CTX=2048
-SCENARIO_TIMEOUT=900
+SCENARIO_TIMEOUT=3600  # a hang guard: the scenario takes about a minute on 2 idle cores
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${SATCHEL_REAL_MODEL_CACHE:-$HOME/.cache/satchel-real-model}"
@@ -107,6 +107,14 @@ wait_for() { # URL PID NAME SECONDS
     log "FAILED: $3 did not answer on $1 within $4 s"
     exit 1
 }
+
+# The README's llama.cpp example must be the config tested here.
+"$PY" - "$HERE/satchel.toml" "$HERE/../../README.md" <<'PY'
+import sys
+toml = open(sys.argv[1]).read()
+if toml[toml.index("[[api_keys]]"):] not in open(sys.argv[2]).read():
+    sys.exit("real-model: FAILED: README.md's llama.cpp example is not conformance/real-model/satchel.toml")
+PY
 
 # ---- llama.cpp ----------------------------------------------------------------------------------
 LLAMA_PORT="$(free_port)"
