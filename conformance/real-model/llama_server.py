@@ -12,7 +12,6 @@ import importlib.util
 import os
 import signal
 import sys
-import threading
 import time
 import urllib.request
 
@@ -66,12 +65,12 @@ def main() -> None:
         sys.exit(f"llama.cpp server did not become healthy on {base}")
     print(f"listening {base}", flush=True)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    del server
-    os._exit(0)  # the server's threads do not all join; nothing is left to flush
+    # Nothing to save: exit at once. Tearing the server down waits for the requests in
+    # flight (a stopped client's may never finish) and its threads do not all join.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    while server is not None:
+        signal.pause()
 
 
 if __name__ == "__main__":
