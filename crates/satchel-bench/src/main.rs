@@ -13,7 +13,9 @@
 //!   and the same at 1,000 and 10,000 requests (`batch`);
 //! - `list`: list latency and memory with 1,000 / 10,000 / 100,000 batches stored (`list`);
 //! - `upstream`: throughput and added latency through `satchel mock-upstream`, beside `wrk`
-//!   and Python asyncio scripts with aiohttp and httpx (`upstream`).
+//!   and Python asyncio scripts with aiohttp and httpx (`upstream`);
+//! - `real-model`: output tokens/s on llama.cpp's server with a small real model, through
+//!   Satchel and straight from the asyncio script (`real_model`; skipped without the model).
 //!
 //! `--quick` shrinks every size so the whole run takes seconds; CI runs it so the bench
 //! never rots. Nothing here asserts timings: the table says which targets are met.
@@ -22,6 +24,7 @@ mod api;
 mod batch;
 mod list;
 mod proc;
+mod real_model;
 mod report;
 mod upstream;
 mod workload;
@@ -79,6 +82,8 @@ enum What {
     Upstream,
     /// List latency and memory with many batches stored.
     List,
+    /// Through Satchel and directly on llama.cpp with a small real model.
+    RealModel,
 }
 
 /// Sizes and places, shared by the sections.
@@ -96,6 +101,8 @@ pub struct Settings {
     pub wrk_seconds: u32,
     pub list_levels: Vec<usize>,
     pub list_calls: usize,
+    /// The real-model section's small run (a few dozen requests, one round).
+    pub quick_real_model: bool,
 }
 
 impl Settings {
@@ -119,6 +126,7 @@ impl Settings {
                 wrk_seconds: 1,
                 list_levels: vec![100, 1_000],
                 list_calls: 100,
+                quick_real_model: true,
             }
         } else {
             Self {
@@ -134,6 +142,7 @@ impl Settings {
                 wrk_seconds: 10,
                 list_levels: vec![1_000, 10_000, 100_000],
                 list_calls: 2_000,
+                quick_real_model: false,
             }
         };
         Ok(settings)
@@ -188,6 +197,13 @@ async fn main() -> Result<()> {
     }
     if matches!(cli.what, What::All | What::List) {
         rows.extend(list::section(&settings).await.context("list section")?);
+    }
+    if matches!(cli.what, What::All | What::RealModel) {
+        rows.extend(
+            real_model::section(&settings)
+                .await
+                .context("real-model section")?,
+        );
     }
     let table = report::markdown(&rows);
     let met = rows

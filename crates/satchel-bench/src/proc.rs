@@ -48,7 +48,7 @@ pub fn has_mock_upstream(satchel: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -461,20 +461,46 @@ fn run_python(
     url: &str,
     count: usize,
 ) -> Result<f64> {
-    let script = settings.work.join("upstream_client.py");
-    std::fs::write(&script, SCRIPT)?;
     let requests = settings.work.join(format!("python-requests-{count}.jsonl"));
     if !requests.exists() {
         std::fs::write(&requests, workload::requests_jsonl(count, 1))?;
     }
+    let report = run_script(settings, python, client, url, CONCURRENCY, &requests, count)?;
+    Ok(report.requests_per_second)
+}
+
+/// What a run of the asyncio script did.
+pub(crate) struct ScriptReport {
+    /// Its result lines.
+    pub lines: Vec<u8>,
+    /// The sending, timed by the script.
+    pub seconds: f64,
+    pub requests_per_second: f64,
+}
+
+/// Runs the asyncio script with `client` on the first `count` requests of `requests` (JSONL)
+/// against `url`, `concurrency` in flight; fails unless it wrote one line per request.
+pub(crate) fn run_script(
+    settings: &Settings,
+    python: &Path,
+    client: &str,
+    url: &str,
+    concurrency: usize,
+    requests: &Path,
+    count: usize,
+) -> Result<ScriptReport> {
+    let script = settings.work.join("upstream_client.py");
+    std::fs::write(&script, SCRIPT)?;
     let out = settings.work.join(format!("python-{client}.results.jsonl"));
     let _ = std::fs::remove_file(&out);
     let output = Command::new(python)
         .arg(&script)
         .args(["--client", client, "--url", url, "--concurrency"])
-        .arg(CONCURRENCY.to_string())
+        .arg(concurrency.to_string())
         .arg("--requests-file")
-        .arg(&requests)
+        .arg(requests)
+        .arg("--limit")
+        .arg(count.to_string())
         .arg("--out")
         .arg(&out)
         .stdin(Stdio::null())
@@ -494,14 +520,21 @@ fn run_python(
             .last()
             .context("the python baseline printed nothing")?,
     )?;
-    let lines = std::fs::read(&out)?.iter().filter(|&&b| b == b'\n').count();
+    let lines = std::fs::read(&out)?;
     let _ = std::fs::remove_file(&out);
-    if lines != count {
-        bail!("the {client} baseline wrote {lines} lines for {count} requests");
+    let written = lines.iter().filter(|&&b| b == b'\n').count();
+    if written != count {
+        bail!("the {client} baseline wrote {written} lines for {count} requests");
     }
-    report["requests_per_second"]
-        .as_f64()
-        .context("no requests_per_second in the python report")
+    Ok(ScriptReport {
+        lines,
+        seconds: report["seconds"]
+            .as_f64()
+            .context("no seconds in the python report")?,
+        requests_per_second: report["requests_per_second"]
+            .as_f64()
+            .context("no requests_per_second in the python report")?,
+    })
 }
 
 #[cfg(test)]

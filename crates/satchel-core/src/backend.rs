@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use satchel_wire::ErrorType;
+
+use crate::forward::UpstreamHeaders;
 use serde_json::value::RawValue;
 
 /// How one attempt went.
@@ -98,5 +100,7 @@ impl Failure {
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Makes one attempt at a request. Never panics on bad `params`: they become a failure.
-    async fn send(&self, params: &RawValue) -> Attempt;
+    /// `headers` are its batch's create-call headers that go upstream (see
+    /// [`crate::forward`]); a backend that has no use for them ignores them.
+    async fn send(&self, params: &RawValue, headers: &UpstreamHeaders) -> Attempt;
 }

@@ -5,6 +5,7 @@
 //! - [`store`]: the [`Store`] seam that every storage engine implements.
 //! - [`backend`], [`emulator`]: the [`Backend`] seam a request runs through, and the built-in
 //!   deterministic fake model.
+//! - [`forward`]: the create call's headers that go upstream with every request of its batch.
 //! - [`routing`], [`limits`]: which backend runs a request (by `model`), under which
 //!   concurrency, rate limits and retry policy.
 //! - [`dispatch`]: leases pending requests, runs them on their route, group-commits results.
@@ -13,6 +14,7 @@
 pub mod backend;
 pub mod dispatch;
 pub mod emulator;
+pub mod forward;
 pub mod housekeeping;
 pub mod ingest;
 pub mod lifecycle;
@@ -23,5 +25,6 @@ pub mod routing;
 pub mod store;
 
 pub use backend::{Attempt, Backend, Failure, Retry};
+pub use forward::UpstreamHeaders;
 pub use lifecycle::{BatchError, Batches, LifecycleConfig};
 pub use store::{Store, StoreError};

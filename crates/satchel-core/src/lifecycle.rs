@@ -15,6 +15,7 @@ use satchel_wire::{ProcessingStatus, Timestamp, ids};
 use tokio::io::AsyncRead;
 use tokio::sync::{Notify, mpsc};
 
+use crate::forward::UpstreamHeaders;
 use crate::ingest::{self, IngestError};
 use crate::model::{BatchRecord, DeleteOutcome, ListCursor, NewBatch};
 use crate::store::{ResultStream, Store, StoreError};
@@ -80,10 +81,12 @@ impl Batches {
         }
     }
 
-    /// Creates a batch from a create body read from `body` as it arrives. All or nothing.
+    /// Creates a batch from a create body read from `body` as it arrives, keeping `headers`
+    /// to send upstream with each of its requests. All or nothing.
     pub async fn create(
         &self,
         workspace: &str,
+        headers: &UpstreamHeaders,
         body: impl AsyncRead + Unpin,
     ) -> Result<BatchRecord, BatchError> {
         let created_at = Timestamp::now();
@@ -92,6 +95,7 @@ impl Batches {
             workspace: workspace.to_owned(),
             created_at,
             expires_at: created_at.plus(self.config.expiry),
+            upstream_headers: headers.to_stored(),
         };
         let (sink, chunks) = mpsc::channel(4);
         let max_requests = self.config.max_requests;

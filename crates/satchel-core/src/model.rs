@@ -26,6 +26,10 @@ pub struct NewBatch {
     pub workspace: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The create call's headers that go upstream with each of its requests, as a small
+    /// JSON object ([`UpstreamHeaders::to_stored`](crate::UpstreamHeaders)); `None`: none.
+    /// Stored as given, returned with each claimed request.
+    pub upstream_headers: Option<String>,
 }
 
 /// One accepted request of a create body: a valid, unique `custom_id` and the `params` bytes
@@ -66,6 +70,8 @@ pub struct ClaimedRequest {
     pub request: RequestKey,
     pub custom_id: String,
     pub params: Box<RawValue>,
+    /// Its batch's [`NewBatch::upstream_headers`], as stored.
+    pub upstream_headers: Option<String>,
 }
 
 /// The store's handle of a leased request: which row, and which lease (a fencing token, so an

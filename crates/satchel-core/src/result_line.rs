@@ -26,12 +26,13 @@ pub fn succeeded(custom_id: &str, message: &RawValue) -> Vec<u8> {
     line
 }
 
-/// `{"custom_id":…,"result":{"type":"errored","error":{…}}}`.
+/// `{"custom_id":…,"result":{"type":"errored","error":{…}}}`, with `kind` as result lines
+/// may say it ([`ErrorType::for_result_line`]).
 pub fn errored(custom_id: &str, kind: ErrorType, message: &str) -> Vec<u8> {
     serialise(
         custom_id,
         BatchResult::Errored {
-            error: ErrorResponse::new(kind, message, None),
+            error: ErrorResponse::new(kind.for_result_line(), message, None),
         },
     )
 }
@@ -60,6 +61,42 @@ mod tests {
         );
         let parsed: BatchResultLine = serde_json::from_slice(&line).unwrap();
         assert_eq!(parsed.custom_id, "a");
+    }
+
+    #[test]
+    fn errored_lines_say_only_the_sdks_error_object_types() {
+        // The members of `ErrorObject` in the Python SDK (types/shared/error_object.py).
+        const UNION: [&str; 9] = [
+            "invalid_request_error",
+            "authentication_error",
+            "billing_error",
+            "permission_error",
+            "not_found_error",
+            "rate_limit_error",
+            "timeout_error",
+            "api_error",
+            "overloaded_error",
+        ];
+        let all = [
+            ErrorType::InvalidRequestError,
+            ErrorType::AuthenticationError,
+            ErrorType::BillingError,
+            ErrorType::PermissionError,
+            ErrorType::NotFoundError,
+            ErrorType::RequestTooLarge,
+            ErrorType::RateLimitError,
+            ErrorType::TimeoutError,
+            ErrorType::ApiError,
+            ErrorType::OverloadedError,
+        ];
+        for kind in all {
+            let line: serde_json::Value =
+                serde_json::from_slice(&errored("e", kind, "why")).unwrap();
+            let said = line["result"]["error"]["error"]["type"].as_str().unwrap();
+            assert!(UNION.contains(&said), "{kind:?} became {said}");
+        }
+        let line = String::from_utf8(errored("e", ErrorType::RequestTooLarge, "413")).unwrap();
+        assert!(line.contains(r#""type":"invalid_request_error""#), "{line}");
     }
 
     #[test]

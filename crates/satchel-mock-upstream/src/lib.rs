@@ -4,8 +4,9 @@
 //!   (the last user turn echoed back), or with the API's 400 for bad params.
 //! - `POST /v1/chat/completions` (OpenAI format): echoes the last user message; calls the
 //!   first tool when `tool_choice` is `required` or names a function.
-//! - `GET /stats`: what it saw (requests, statuses, arrival times, retry gaps), so tests can
-//!   check rates and `retry-after` from outside.
+//! - `GET /stats`: what it saw (requests, statuses, arrival times, retry gaps, the values of
+//!   the `anthropic-*` headers forwarded), so tests can check rates, `retry-after` and the
+//!   headers' pass-through from outside.
 //!
 //! Latency is fixed, uniform or exponential around a mean. Faults are injected by rate: 429
 //! and 529 with `retry-after`, 500, hangs, connection resets and malformed JSON bodies; and
@@ -179,7 +180,12 @@ fn throttle(status: u16, retry_after: Duration) -> Response {
     response
 }
 
-async fn messages(State(mock): State<Mock>, body: Bytes) -> Response {
+async fn messages(
+    State(mock): State<Mock>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    mock.stats.headers(&headers);
     if let Some(fault) = mock.prelude(&body).await {
         return fault;
     }

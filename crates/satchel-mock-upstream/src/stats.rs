@@ -23,7 +23,17 @@ struct Inner {
     waiting: HashMap<u64, (Instant, Duration)>,
     /// For each retry of such a request: (observed gap, asked gap) in milliseconds.
     retry_gaps_ms: Vec<(f64, f64)>,
+    /// For each of [`RECORDED_HEADERS`], how many requests came with each value (`""`:
+    /// without the header).
+    headers: BTreeMap<&'static str, BTreeMap<String, u64>>,
 }
+
+/// The request headers whose values the mock counts, so tests can see what was forwarded.
+pub(crate) const RECORDED_HEADERS: [&str; 3] = [
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-user-profile-id",
+];
 
 impl Stats {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -46,6 +56,23 @@ impl Stats {
         }
     }
 
+    /// Counts the values of [`RECORDED_HEADERS`] a request came with.
+    pub(crate) fn headers(&self, headers: &axum::http::HeaderMap) {
+        let mut inner = self.lock();
+        for name in RECORDED_HEADERS {
+            let value = headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            *inner
+                .headers
+                .entry(name)
+                .or_default()
+                .entry(value)
+                .or_default() += 1;
+        }
+    }
+
     pub(crate) fn asked_to_retry(&self, key: u64, after: Duration) {
         self.lock().waiting.insert(key, (Instant::now(), after));
     }
@@ -63,6 +90,7 @@ impl Stats {
             "distinct_requests": inner.per_request.len(),
             "max_arrivals_per_request": inner.per_request.values().max().copied().unwrap_or(0),
             "requests_seen_more_than_once": inner.per_request.values().filter(|n| **n > 1).count(),
+            "headers": inner.headers,
             "retry_gaps_ms": inner.retry_gaps_ms.iter().map(|(gap, asked)| json!({"gap": gap, "asked": asked})).collect::<Vec<_>>(),
         })
     }

@@ -52,6 +52,18 @@ pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
         if entry.max_concurrency == 0 {
             return Err(problem("`max_concurrency` must be at least 1".into()));
         }
+        if entry.anthropic_version.is_some() && entry.kind != BackendKind::Anthropic {
+            return Err(problem(
+                "`anthropic_version` is only for kind = \"anthropic\"".into(),
+            ));
+        }
+        if let Some(version) = &entry.anthropic_version
+            && axum::http::HeaderValue::from_str(version).is_err()
+        {
+            return Err(problem(format!(
+                "`anthropic_version` {version:?} is not a valid header value"
+            )));
+        }
         let duration = |field: &str, text: &str| {
             humantime::parse_duration(text).map_err(|e| problem(format!("`{field}` {text:?}: {e}")))
         };
@@ -89,7 +101,10 @@ pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
                 };
                 let built = match kind {
                     BackendKind::Anthropic => AnthropicBackend::new(base_url, api_key, options)
-                        .map(|b| Arc::new(b) as Arc<dyn Backend>),
+                        .map(|b| {
+                            Arc::new(b.pin_version(entry.anthropic_version.clone()))
+                                as Arc<dyn Backend>
+                        }),
                     _ => OpenAiBackend::new(base_url, api_key, options)
                         .map(|b| Arc::new(b) as Arc<dyn Backend>),
                 };

@@ -197,6 +197,9 @@ pub struct BackendEntry {
     pub initial_backoff: String,
     #[serde(default = "default_max_backoff")]
     pub max_backoff: String,
+    /// `kind = "anthropic"` only: the `anthropic-version` sent upstream whatever the client's
+    /// (by default each batch's requests go with the version its create call sent).
+    pub anthropic_version: Option<String>,
     /// Emulator only: time per request, e.g. `50ms`.
     pub latency: Option<String>,
     /// Emulator only: share of requests failed with api_error / overloaded_error.

@@ -43,6 +43,7 @@ macro_rules! store_conformance {
             renewals_keep_a_lease_and_report_lost_ones,
             lease_tokens_strictly_increase,
             claims_take_only_the_models_asked_for,
+            claims_carry_their_batch_upstream_headers,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -68,6 +69,7 @@ fn new_batch(workspace: &str, now: Timestamp) -> NewBatch {
         workspace: workspace.into(),
         created_at: now,
         expires_at: now.plus(24 * HOUR),
+        upstream_headers: None,
     }
 }
 
@@ -83,7 +85,11 @@ fn request(i: usize) -> NewRequest {
 
 /// Creates a committed batch of `n` requests, sent in chunks of 300.
 async fn create(store: &Arc<dyn Store>, workspace: &str, n: usize, now: Timestamp) -> String {
-    let batch = new_batch(workspace, now);
+    create_batch(store, new_batch(workspace, now), n).await
+}
+
+/// Creates `batch`, committed, with `n` requests sent in chunks of 300.
+async fn create_batch(store: &Arc<dyn Store>, batch: NewBatch, n: usize) -> String {
     let id = batch.id.clone();
     let (tx, rx) = mpsc::channel(4);
     let feed = async move {
@@ -715,4 +721,56 @@ pub async fn claims_take_only_the_models_asked_for(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(rest.len(), 10, "the beta requests");
+}
+
+/// The create call's headers kept with a batch come back, as given, with every request of it
+/// that is claimed, whether its params sit in the row or (past one chunk) elsewhere; a batch
+/// without them gives `None`.
+pub async fn claims_carry_their_batch_upstream_headers(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let headers = r#"{"anthropic-version":"2023-06-01","anthropic-beta":"files-api-2025-04-14,context-1m-2025-08-07","anthropic-user-profile-id":"prof_é"}"#;
+    let with = create_batch(
+        &store,
+        NewBatch {
+            upstream_headers: Some(headers.to_owned()),
+            ..new_batch("w", now)
+        },
+        700,
+    )
+    .await;
+    let without = create(&store, "w", 5, now).await;
+    let mut seen = std::collections::HashMap::<i64, Vec<Option<String>>>::new();
+    loop {
+        let claimed = store
+            .claim(NODE, 200, &ModelFilter::Any, now, now.plus(HOUR))
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        for c in &claimed {
+            seen.entry(c.request.batch)
+                .or_default()
+                .push(c.upstream_headers.clone());
+        }
+        store.settle(settle_ok(&claimed), now).await.unwrap();
+    }
+    assert_eq!(seen.len(), 2, "both batches were claimed");
+    let mut sizes: Vec<usize> = seen.values().map(Vec::len).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [5, 700]);
+    for claimed in seen.values() {
+        let expected = if claimed.len() == 700 {
+            Some(headers.to_owned())
+        } else {
+            None
+        };
+        assert!(
+            claimed.iter().all(|h| *h == expected),
+            "{:?}",
+            &claimed[..3.min(claimed.len())]
+        );
+    }
+    assert_eq!(get(&store, "w", &with).await.counts.succeeded, 700);
+    assert_eq!(get(&store, "w", &without).await.counts.succeeded, 5);
 }

@@ -210,9 +210,9 @@ impl Ingest {
                 )?;
                 let b = &self.batch;
                 tx.execute(
-                    "INSERT INTO batches (id, workspace, state, first_request, created_at, expires_at)
-                     VALUES (?1, ?2, 0, ?3, ?4, ?5)",
-                    params![b.id, b.workspace, first, b.created_at.as_micros(), b.expires_at.as_micros()],
+                    "INSERT INTO batches (id, workspace, state, first_request, created_at, expires_at, upstream_headers)
+                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
+                    params![b.id, b.workspace, first, b.created_at.as_micros(), b.expires_at.as_micros(), b.upstream_headers],
                 )?;
                 self.next_id = first;
                 if !commit {

@@ -334,6 +334,8 @@ pub(crate) fn claim(
         ))?;
         let mut first_request =
             tx.prepare_cached("SELECT first_request FROM batches WHERE pk = ?1")?;
+        let mut upstream_headers =
+            tx.prepare_cached("SELECT upstream_headers FROM batches WHERE pk = ?1")?;
         let mut take = tx.prepare_cached(
             "UPDATE queue SET lease_until = ?2, lease_token = ?3, owner = ?4 WHERE request_id = ?1",
         )?;
@@ -359,6 +361,8 @@ pub(crate) fn claim(
                 };
                 // The batch's params file, opened on its first request stored there.
                 let mut file: Option<std::io::Result<File>> = None;
+                // The batch's upstream headers, read on its first request claimed.
+                let mut headers: Option<Option<String>> = None;
                 while let Some(row) = rows.next()? {
                     let request_id: i64 = row.get(0)?;
                     let custom_id: String = row.get(1)?;
@@ -384,11 +388,20 @@ pub(crate) fn claim(
                         }
                     };
                     match stored_params(bytes) {
-                        Ok(params) => claimed.push(ClaimedRequest {
-                            request: key,
-                            custom_id,
-                            params,
-                        }),
+                        Ok(params) => {
+                            let headers = match &headers {
+                                Some(h) => h.clone(),
+                                None => headers
+                                    .insert(upstream_headers.query_row([pk], |r| r.get(0))?)
+                                    .clone(),
+                            };
+                            claimed.push(ClaimedRequest {
+                                request: key,
+                                custom_id,
+                                params,
+                                upstream_headers: headers,
+                            })
+                        }
                         Err(problem) => {
                             // Never runnable again as it is: end it as data rather than
                             // leave the batch waiting for a request that can never start.

@@ -84,6 +84,10 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_column(conn, "queue", "model")? {
         conn.execute_batch("ALTER TABLE queue ADD COLUMN model INTEGER NOT NULL DEFAULT 0;")?;
     }
+    // Batches gained the create call's headers to send upstream (old batches: none).
+    if !has_column(conn, "batches", "upstream_headers")? {
+        conn.execute_batch("ALTER TABLE batches ADD COLUMN upstream_headers TEXT;")?;
+    }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS queue_by_model ON queue (batch_pk, model, lease_until);",
     )?;

@@ -22,7 +22,10 @@ CREATE TABLE IF NOT EXISTS batches (
     expires_at          INTEGER NOT NULL,
     ended_at            INTEGER,
     cancel_initiated_at INTEGER,
-    archived_at         INTEGER
+    archived_at         INTEGER,
+    -- The create call's headers sent upstream with each request (a small JSON object; NULL:
+    -- none). Files written by older versions lack the column; opening the store adds it.
+    upstream_headers    TEXT
 );
 -- Listing newest first within a workspace is a range scan of this index.
 CREATE INDEX IF NOT EXISTS batches_by_workspace ON batches (workspace, id);

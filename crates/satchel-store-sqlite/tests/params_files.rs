@@ -1,6 +1,7 @@
 //! Batches of more than one ingest chunk keep their params in a file beside the database:
 //! claims read them back exactly, and the file goes with the batch (delete, archive, an
-//! aborted create, or a crash that left it behind).
+//! aborted create, or a crash that left it behind). Files from older versions upgrade in
+//! place.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 
@@ -32,6 +33,7 @@ fn new_batch(now: Timestamp) -> NewBatch {
         workspace: "w".into(),
         created_at: now,
         expires_at: now.plus(Duration::from_secs(3600)),
+        upstream_headers: None,
     }
 }
 
@@ -176,6 +178,69 @@ async fn a_file_from_before_params_files_is_upgraded_in_place() {
     let store = SqliteStore::open(&db).unwrap();
     create(&store, 600, false).await.unwrap();
     run_all(&store, 600).await;
+}
+
+#[tokio::test]
+async fn a_file_from_before_upstream_headers_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    {
+        let store = SqliteStore::open(&db).unwrap();
+        create(&store, 300, false).await.unwrap();
+    }
+    {
+        // The `batches` table as older versions made it, with a batch waiting in it.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("ALTER TABLE batches DROP COLUMN upstream_headers;")
+            .unwrap();
+    }
+    let store = SqliteStore::open(&db).unwrap();
+    let now = Timestamp::now();
+    let claimed = store
+        .claim(
+            "node-a",
+            1_000,
+            &ModelFilter::Any,
+            now,
+            now.plus(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 300);
+    assert!(claimed.iter().all(|c| c.upstream_headers.is_none()));
+    // New batches keep theirs.
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(IngestChunk::Requests(requests(0..3)))
+        .await
+        .unwrap();
+    tx.send(IngestChunk::Commit).await.unwrap();
+    let headers = r#"{"anthropic-beta":"b"}"#;
+    store
+        .create_batch(
+            NewBatch {
+                upstream_headers: Some(headers.into()),
+                ..new_batch(now)
+            },
+            rx,
+        )
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(
+            "node-a",
+            1_000,
+            &ModelFilter::Any,
+            now,
+            now.plus(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.upstream_headers.as_deref() == Some(headers))
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! completion translated back to a `Message` ([`crate::translate`]).
 
 use async_trait::async_trait;
-use satchel_core::{Attempt, Backend, Failure};
+use satchel_core::{Attempt, Backend, Failure, UpstreamHeaders};
 use satchel_wire::{ErrorType, ids};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -28,7 +28,8 @@ impl OpenAiBackend {
 
 #[async_trait]
 impl Backend for OpenAiBackend {
-    async fn send(&self, params: &RawValue) -> Attempt {
+    /// The create call's Anthropic headers have no Chat Completions equivalent: not sent.
+    async fn send(&self, params: &RawValue, _headers: &UpstreamHeaders) -> Attempt {
         let params: Value = match serde_json::from_str(params.get()) {
             Ok(params) => params,
             Err(e) => {

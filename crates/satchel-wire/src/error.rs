@@ -19,6 +19,17 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// The type an `errored` result line says for this error. Result lines are read through
+    /// the SDKs' `ErrorObject` union, which is narrower than the API's error types: it has no
+    /// `request_too_large` (an upstream's 413 is the request's own fault, so
+    /// `invalid_request_error`, as strict validation of the line requires).
+    pub fn for_result_line(self) -> Self {
+        match self {
+            Self::RequestTooLarge => Self::InvalidRequestError,
+            other => other,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequestError => "invalid_request_error",

@@ -384,3 +384,62 @@ async fn a_rate_limited_route_holds_no_slots_another_route_could_use() {
         "the slow route kept its pace: {slow_now}"
     );
 }
+
+/// The create call's `anthropic-beta` and `anthropic-user-profile-id` go upstream with every
+/// request of its batch, and its `anthropic-version` too unless the backend pins one; a batch
+/// created without them sends none (and the client's version). Seen from the mock's side.
+#[tokio::test]
+async fn create_call_headers_go_upstream_with_every_request() {
+    let mock = Mock::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(
+        dir.path(),
+        &format!(
+            "[[backends]]\nname = \"as-sent\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nmodels = [\"free-*\"]\n\
+             [[backends]]\nname = \"pinned\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nmodels = [\"pinned-*\"]\nanthropic_version = \"2023-01-01\"\n",
+            mock.base
+        ),
+    )
+    .await;
+    let mut batch = requests(30, "free-model", "f");
+    batch.extend(requests(20, "pinned-model", "p"));
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/messages/batches"))
+        .header("x-api-key", "any-key")
+        .header("anthropic-version", "2024-02-02")
+        .header("anthropic-beta", "files-api-2025-04-14")
+        .header("anthropic-beta", "context-1m-2025-08-07")
+        .header("anthropic-user-profile-id", "prof_42")
+        .header("content-type", "application/json")
+        .body(json!({ "requests": batch }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let with: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let with = with["id"].as_str().unwrap();
+    // The test client's create: anthropic-version 2023-06-01, no beta, no profile.
+    let without = create(&server, requests(10, "free-model", "n")).await;
+    for id in [with, without.as_str()] {
+        let ended = server.wait_ended(id, Duration::from_secs(60)).await;
+        assert_eq!(ended["request_counts"]["errored"], 0, "{ended}");
+    }
+    let stats = mock.stats().await;
+    assert_eq!(stats["requests"], 60, "{stats}");
+    let headers = &stats["headers"];
+    assert_eq!(
+        headers["anthropic-version"],
+        json!({"2024-02-02": 30, "2023-01-01": 20, "2023-06-01": 10}),
+        "{stats}"
+    );
+    assert_eq!(
+        headers["anthropic-beta"],
+        json!({"files-api-2025-04-14,context-1m-2025-08-07": 50, "": 10}),
+        "{stats}"
+    );
+    assert_eq!(
+        headers["anthropic-user-profile-id"],
+        json!({"prof_42": 50, "": 10}),
+        "{stats}"
+    );
+}

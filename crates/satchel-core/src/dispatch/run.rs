@@ -12,6 +12,7 @@ use super::gate::Gate;
 use super::leases::{Lease, LeaseBook};
 use super::record::Outcome;
 use crate::backend::{Attempt, Retry};
+use crate::forward::UpstreamHeaders;
 use crate::model::{ClaimedRequest, OutcomeKind, Settlement};
 use crate::result_line;
 use crate::routing::Routes;
@@ -43,6 +44,7 @@ pub(crate) async fn run_one(
         Err(failure) => return errored(&request, failure.kind, &failure.message),
     };
     let route = routed.route;
+    let headers = UpstreamHeaders::from_stored(request.upstream_headers.as_deref());
     let mut retries = 0;
     // Until an attempt reaches the upstream, the request has not been sent: it may still be
     // given back if its batch stops.
@@ -65,7 +67,7 @@ pub(crate) async fn run_one(
             return released;
         }
         let attempt = tokio::select! {
-            attempt = route.backend.send(&request.params) => attempt,
+            attempt = route.backend.send(&request.params, &headers) => attempt,
             // The shutdown window is over: the upstream's answer will not be stored.
             () = signals.cut.cancelled() => return released,
         };

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{DispatchConfig, Dispatcher};
 use crate::backend::{Attempt, Backend, Failure};
+use crate::forward::UpstreamHeaders;
 use crate::limits::{LimitsConfig, RetryPolicy};
 use crate::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
@@ -129,6 +130,7 @@ impl Store for FakeStore {
                     },
                     custom_id: format!("r{id}"),
                     params: RawValue::from_string(format!(r#"{{"model":"m","n":{id}}}"#)).unwrap(),
+                    upstream_headers: None,
                 }
             })
             .collect())
@@ -246,7 +248,7 @@ impl Scripted {
 
 #[async_trait]
 impl Backend for Scripted {
-    async fn send(&self, params: &RawValue) -> Attempt {
+    async fn send(&self, params: &RawValue, _headers: &UpstreamHeaders) -> Attempt {
         let n: i64 = serde_json::from_str::<serde_json::Value>(params.get()).unwrap()["n"]
             .as_i64()
             .unwrap();

@@ -22,6 +22,7 @@ use satchel_wire::{ErrorType, Message};
 use serde_json::value::RawValue;
 
 use crate::backend::{Attempt, Backend, Failure};
+use crate::forward::UpstreamHeaders;
 pub use params::Invalid;
 
 /// How the emulator behaves.
@@ -47,7 +48,7 @@ impl Emulator {
 
 #[async_trait]
 impl Backend for Emulator {
-    async fn send(&self, params: &RawValue) -> Attempt {
+    async fn send(&self, params: &RawValue, _headers: &UpstreamHeaders) -> Attempt {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
@@ -352,7 +353,7 @@ mod tests {
         let params =
             raw(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#);
         for _ in 0..20 {
-            match always.send(&params).await {
+            match always.send(&params, &UpstreamHeaders::default()).await {
                 Attempt::Failed(failure) => {
                     assert!(matches!(
                         failure.kind,
@@ -363,6 +364,9 @@ mod tests {
             }
         }
         let never = Emulator::default();
-        assert!(matches!(never.send(&params).await, Attempt::Message(_)));
+        assert!(matches!(
+            never.send(&params, &UpstreamHeaders::default()).await,
+            Attempt::Message(_)
+        ));
     }
 }

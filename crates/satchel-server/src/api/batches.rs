@@ -10,9 +10,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use satchel_core::BatchError;
 use satchel_core::ingest::IngestError;
 use satchel_core::model::ListCursor;
+use satchel_core::{BatchError, UpstreamHeaders};
 use satchel_wire::{
     DeletedMessageBatch, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ListPage, MAX_CREATE_BODY_BYTES,
     MessageBatch, quote_short,
@@ -47,6 +47,14 @@ pub async fn create(
     if declared.is_some_and(|len| len > MAX_CREATE_BODY_BYTES) {
         return Err(ApiError::TooLarge);
     }
+    // They apply to every request of the batch: kept with it, sent upstream with each.
+    let forwarded = UpstreamHeaders::from_request(|name| {
+        request
+            .headers()
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    });
     let encoding = body::Encoding::from_header(request.headers().get(header::CONTENT_ENCODING))
         .map_err(ApiError::UnsupportedEncoding)?;
     let (reader, overflow) = body::body_reader(
@@ -55,7 +63,11 @@ pub async fn create(
         MAX_CREATE_BODY_BYTES,
         state.body_idle_timeout,
     );
-    match state.batches.create(&caller.workspace, reader).await {
+    match state
+        .batches
+        .create(&caller.workspace, &forwarded, reader)
+        .await
+    {
         Ok(record) => Ok(Json(convert::batch(record, &caller.base_url))),
         Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => {
             Err(ApiError::TooLarge)
