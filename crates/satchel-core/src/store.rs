@@ -170,4 +170,11 @@ pub trait Store: Send + Sync + 'static {
     /// life's, so their requests may run again at once. Other owners' leases are left alone
     /// (they run out by themselves if their node is gone). Returns how many it released.
     async fn recover(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Wakes `work_arrived` when another node sharing the store created or canceled a batch,
+    /// so this node's dispatcher looks sooner than its next poll (which stays the guarantee).
+    /// An engine only one node can use has nothing to do.
+    fn watch(&self, work_arrived: Arc<tokio::sync::Notify>) {
+        let _ = work_arrived;
+    }
 }

@@ -1,0 +1,285 @@
+//! Create: a batch's requests written as they stream in, with binary `COPY`, one short
+//! transaction a chunk under an invisible `ingesting` batch row; the batch becomes visible
+//! (and runnable) only in the transaction of its last chunk.
+//!
+//! No transaction is open while the next chunk is awaited from the client. Chunk commits
+//! are asynchronous (`synchronous_commit = off`): the final, synchronous commit flushes the
+//! WAL up to it, so everything before it is durable when the batch becomes visible. A
+//! failure or a closed channel discards what was written, in chunks; if the node dies
+//! instead, the rows stay invisible and housekeeping removes them once the batch's node
+//! instance is gone (see `sweep::housekeeping`), never the next node to start.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::{Object, Transaction};
+use satchel_core::model::{BatchRecord, IngestChunk, NO_MODEL, NewBatch, NewRequest};
+use satchel_core::store::StoreError;
+use tokio::sync::mpsc;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+
+use crate::PostgresStore;
+use crate::db::{IDS_PER_BATCH, batch_by_pk, connection, engine};
+use crate::node::CHANNEL;
+
+pub(crate) async fn ingest(
+    store: &PostgresStore,
+    batch: NewBatch,
+    mut chunks: mpsc::Receiver<IngestChunk>,
+) -> Result<BatchRecord, StoreError> {
+    let mut ingest = Ingest {
+        store,
+        batch,
+        head: None,
+        next_id: 0,
+    };
+    // One chunk is kept in hand until it is known whether another follows: the last one is
+    // written in the commit's transaction, so a batch of one chunk costs one transaction.
+    let mut held: Option<Vec<NewRequest>> = None;
+    let outcome = loop {
+        match chunks.recv().await {
+            Some(IngestChunk::Requests(requests)) => {
+                if let Some(previous) = held.replace(requests)
+                    && let Err(e) = ingest.write(&previous, false).await
+                {
+                    break Err(e);
+                }
+            }
+            Some(IngestChunk::Commit) => {
+                let last = held.take().unwrap_or_default();
+                break ingest
+                    .write(&last, true)
+                    .await
+                    .and_then(|record| record.ok_or(StoreError::IngestAborted));
+            }
+            None => break Err(StoreError::IngestAborted),
+        }
+    };
+    if outcome.is_err()
+        && let Some((pk, _)) = ingest.head
+        && let Err(e) = discard(store, pk).await
+    {
+        // Housekeeping removes it once this node instance is gone.
+        tracing::warn!(error = %e, "could not discard an aborted create");
+    }
+    outcome
+}
+
+async fn discard(store: &PostgresStore, pk: i64) -> Result<(), StoreError> {
+    connection(&store.pool)
+        .await?
+        .execute(
+            "UPDATE batches SET state = 4, purge_pending = true WHERE pk = $1 AND state = 0",
+            &[&pk],
+        )
+        .await
+        .map_err(engine)?;
+    crate::sweep::purge(&store.pool, pk, None).await.map(|_| ())
+}
+
+/// A create in progress.
+struct Ingest<'a> {
+    store: &'a PostgresStore,
+    batch: NewBatch,
+    /// The batch row's pk and first request id, once a transaction holding them committed.
+    head: Option<(i64, i64)>,
+    /// The id of the next request.
+    next_id: i64,
+}
+
+impl Ingest<'_> {
+    /// Writes `requests` in one transaction (creating the batch row first if needed) and, if
+    /// `commit`, makes the batch visible and runnable in the same transaction, returning it.
+    async fn write(
+        &mut self,
+        requests: &[NewRequest],
+        commit: bool,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let mut client = connection(&self.store.pool).await?;
+        let models = self.model_ids(&client, requests).await?;
+        let tx = client.transaction().await.map_err(engine)?;
+        if !commit {
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(engine)?;
+        }
+        let (pk, first) = match self.head {
+            Some(head) => head,
+            None => {
+                let b = &self.batch;
+                let row = tx
+                    .query_one(
+                        "INSERT INTO batches (id, workspace, state, first_request, created_at, expires_at, ingest_instance)
+                         VALUES ($1, $2, 0, nextval('request_blocks') * $3, $4, $5, $6)
+                         RETURNING pk, first_request",
+                        &[
+                            &b.id,
+                            &b.workspace,
+                            &IDS_PER_BATCH,
+                            &b.created_at.as_micros(),
+                            &b.expires_at.as_micros(),
+                            &self.store.instance,
+                        ],
+                    )
+                    .await
+                    .map_err(engine)?;
+                let head = (
+                    row.try_get(0).map_err(engine)?,
+                    row.try_get(1).map_err(engine)?,
+                );
+                self.next_id = head.1;
+                head
+            }
+        };
+        if !requests.is_empty() {
+            copy_requests(&tx, self.next_id, requests).await?;
+            queue(&tx, pk, self.next_id, &models).await?;
+        }
+        let record = if commit {
+            let count = self.next_id + requests.len() as i64 - first;
+            tx.execute(
+                "UPDATE batches SET state = 1, request_count = $2, processing = $2,
+                     ingest_instance = NULL
+                 WHERE pk = $1",
+                &[&pk, &count],
+            )
+            .await
+            .map_err(engine)?;
+            // Other nodes' dispatchers look at once rather than at their next poll.
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                .await
+                .map_err(engine)?;
+            Some(batch_by_pk(&tx, pk).await?)
+        } else {
+            tx.execute(
+                "UPDATE batches SET touched_at = now() WHERE pk = $1",
+                &[&pk],
+            )
+            .await
+            .map_err(engine)?;
+            None
+        };
+        tx.commit().await.map_err(engine)?;
+        self.head = Some((pk, first));
+        self.next_id += requests.len() as i64;
+        Ok(record)
+    }
+
+    /// Each request's model id (its route key), interning names not seen before. Outside the
+    /// chunk's transaction: an id, once given, never changes.
+    async fn model_ids(
+        &self,
+        client: &Object,
+        requests: &[NewRequest],
+    ) -> Result<Vec<i32>, StoreError> {
+        let mut ids = Vec::with_capacity(requests.len());
+        let mut local: HashMap<String, i32> = HashMap::new();
+        for request in requests {
+            let Some(model) = satchel_core::routing::model_of(&request.params) else {
+                ids.push(NO_MODEL as i32);
+                continue;
+            };
+            if let Some(&id) = local.get(&model) {
+                ids.push(id);
+                continue;
+            }
+            let known = self
+                .store
+                .models
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&model).copied());
+            let id = match known {
+                Some(id) => id,
+                None => {
+                    let id = intern(client, &model).await?;
+                    if let Ok(mut m) = self.store.models.lock() {
+                        m.insert(model.clone(), id);
+                    }
+                    id
+                }
+            };
+            local.insert(model, id);
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+}
+
+async fn intern(client: &Object, model: &str) -> Result<i32, StoreError> {
+    client
+        .execute(
+            "INSERT INTO models (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            &[&model],
+        )
+        .await
+        .map_err(engine)?;
+    client
+        .query_one("SELECT id FROM models WHERE name = $1", &[&model])
+        .await
+        .map_err(engine)?
+        .try_get(0)
+        .map_err(engine)
+}
+
+/// The requests' rows through binary `COPY` (params sent as they are, not hex-doubled).
+async fn copy_requests(
+    tx: &Transaction<'_>,
+    first_id: i64,
+    requests: &[NewRequest],
+) -> Result<(), StoreError> {
+    let sink = tx
+        .copy_in("COPY requests (id, custom_id, params) FROM STDIN (FORMAT binary)")
+        .await
+        .map_err(engine)?;
+    let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::TEXT, Type::BYTEA]);
+    let mut writer = std::pin::pin!(writer);
+    for (offset, request) in requests.iter().enumerate() {
+        let id = first_id + offset as i64;
+        writer
+            .as_mut()
+            .write(&[&id, &request.custom_id, &request.params.get().as_bytes()])
+            .await
+            .map_err(engine)?;
+    }
+    writer.as_mut().finish().await.map_err(engine)?;
+    Ok(())
+}
+
+/// The chunk's queue rows: its ids are consecutive, so one statement per run of requests with
+/// the same model (usually one run: a batch is mostly of one model).
+async fn queue(
+    tx: &Transaction<'_>,
+    pk: i64,
+    first_id: i64,
+    models: &[i32],
+) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO queue (request_id, batch_pk, model)
+             SELECT generate_series($1::bigint, $2::bigint - 1), $3, $4",
+        )
+        .await
+        .map_err(engine)?;
+    let mut start = 0;
+    while start < models.len() {
+        let model = models[start];
+        let mut end = start + 1;
+        while end < models.len() && models[end] == model {
+            end += 1;
+        }
+        tx.execute(
+            &statement,
+            &[
+                &(first_id + start as i64),
+                &(first_id + end as i64),
+                &pk,
+                &model,
+            ],
+        )
+        .await
+        .map_err(engine)?;
+        start = end;
+    }
+    Ok(())
+}
