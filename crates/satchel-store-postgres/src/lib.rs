@@ -40,6 +40,14 @@ use satchel_wire::Timestamp;
 use tokio::sync::{Notify, mpsc};
 use tokio_postgres::NoTls;
 
+/// The hot statements, for the test that EXPLAINs them (their plans must stay index probes,
+/// never a scan of the whole queue).
+#[doc(hidden)]
+pub mod statements {
+    pub use crate::claim::{claim_sql, renew_sql};
+    pub use crate::settle::SETTLE_SQL;
+}
+
 /// Errors opening the store (the URL, the connection, the schema, the node id).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

@@ -17,7 +17,7 @@ use crate::db::{connection, db_time, engine, wall};
 /// Deletes the current leases' queue rows, writes their lines, and returns the count moves
 /// per batch, in batch order. `DELETE … USING unnest(…)` is planned as a loop of primary-key
 /// probes (the EXPLAIN test checks it).
-pub(crate) const SETTLE_SQL: &str = "WITH s AS (
+pub const SETTLE_SQL: &str = "WITH s AS (
          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bool[])
              AS s(request_id, token, line, ok)
      ), gone AS (
