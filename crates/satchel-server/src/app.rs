@@ -8,6 +8,7 @@ use std::time::Duration;
 use satchel_core::dispatch::{DispatchConfig, Dispatcher, DispatcherHandle, DrainReport};
 use satchel_core::housekeeping::Housekeeper;
 use satchel_core::{Batches, Store, StoreError};
+use satchel_store_postgres::PostgresStore;
 use satchel_store_sqlite::{OpenError, SqliteStore};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -26,6 +27,8 @@ pub enum StartError {
     OpenBeyondLoopback(SocketAddr),
     #[error(transparent)]
     Store(#[from] OpenError),
+    #[error(transparent)]
+    Postgres(#[from] satchel_store_postgres::OpenError),
     #[error("recovering the store failed: {0}")]
     Recover(#[from] StoreError),
     #[error(transparent)]
@@ -91,8 +94,19 @@ impl RunningServer {
     }
 }
 
-/// Opens the store the configuration names (the SQLite file at `config.db`).
-pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+/// Opens the store the configuration names: a PostgreSQL database shared with other nodes
+/// when `config.db` is a `postgres://` URL (this node registering as its node id), else the
+/// SQLite file at that path.
+pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+    if let Some(url) = config.postgres_url() {
+        let store = PostgresStore::open(
+            url,
+            &config.dispatch.node_id,
+            satchel_store_postgres::Options::default(),
+        )
+        .await?;
+        return Ok(Arc::new(store));
+    }
     Ok(Arc::new(SqliteStore::open(&config.db)?))
 }
 
@@ -100,7 +114,7 @@ pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // Configuration problems first: nothing is opened for a server that cannot run.
     check(&config)?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     start_with(config, store).await
 }
 
@@ -133,6 +147,8 @@ pub async fn start_with(
         );
     }
     let work_arrived = Arc::new(Notify::new());
+    // Batches created or canceled on other nodes sharing the store wake this one too.
+    store.watch(work_arrived.clone());
     let batches = Batches::new(
         store.clone(),
         config.lifecycle.clone(),
@@ -172,7 +188,7 @@ pub async fn start_with(
             addr: config.listen,
             source,
         })?;
-    tracing::info!(%addr, node = %node_id, db = %config.db.display(), "Satchel is serving the Message Batches API");
+    tracing::info!(%addr, node = %node_id, db = %config.db_for_logs(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,
         node_id,
