@@ -177,4 +177,10 @@ pub trait Store: Send + Sync + 'static {
     fn watch(&self, work_arrived: Arc<tokio::sync::Notify>) {
         let _ = work_arrived;
     }
+
+    /// How many nodes share this store now (at least 1: this one), so that each takes an
+    /// equal share of the backends' limits. An engine only one node can use says 1.
+    async fn live_nodes(&self) -> Result<u32, StoreError> {
+        Ok(1)
+    }
 }

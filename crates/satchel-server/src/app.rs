@@ -48,6 +48,8 @@ pub struct RunningServer {
     pub node_id: String,
     dispatcher: DispatcherHandle,
     housekeeping: JoinHandle<()>,
+    /// Keeps this node's share of the backends' limits in step with the live nodes.
+    shares: JoinHandle<()>,
     server: HttpServer,
 }
 
@@ -64,6 +66,7 @@ impl RunningServer {
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.wait().await;
         self.housekeeping.abort();
+        self.shares.abort();
         self.dispatcher.abort();
         result
     }
@@ -78,6 +81,7 @@ impl RunningServer {
     pub fn stop(self) {
         self.server.abort();
         self.housekeeping.abort();
+        self.shares.abort();
         self.dispatcher.abort();
     }
 
@@ -89,6 +93,7 @@ impl RunningServer {
         let http = self.server.handle();
         let (dispatch, http) = tokio::join!(self.dispatcher.drain(window), http.shutdown(window));
         self.housekeeping.abort();
+        self.shares.abort();
         self.server.abort();
         ShutdownReport { dispatch, http }
     }
@@ -158,8 +163,9 @@ pub async fn start_with(
         max_in_flight: route_capacity,
         ..config.dispatch.clone()
     };
-    let dispatcher =
-        Dispatcher::new(store.clone(), Arc::new(routes), dispatch, work_arrived).spawn();
+    let routes = Arc::new(routes);
+    let shares = share_limits(store.clone(), routes.clone()).await;
+    let dispatcher = Dispatcher::new(store.clone(), routes, dispatch, work_arrived).spawn();
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
 
@@ -194,6 +200,54 @@ pub async fn start_with(
         node_id,
         dispatcher,
         housekeeping,
+        shares,
         server,
+    })
+}
+
+/// How often a node recounts the live nodes sharing its store.
+const SHARE_REFRESH: Duration = Duration::from_secs(2);
+
+/// Gives this node its equal share of every backend's limits among the live nodes sharing
+/// the store, now and then every [`SHARE_REFRESH`] (a node that joins or leaves is counted
+/// within that; one that died is counted until its heartbeat runs out, which errs on the
+/// side of the limits).
+async fn share_limits(
+    store: Arc<dyn Store>,
+    routes: Arc<satchel_core::routing::Routes>,
+) -> JoinHandle<()> {
+    let apply = |nodes: u32| {
+        for route in routes.routes() {
+            route.limits.set_nodes(nodes);
+        }
+    };
+    let mut last = 1;
+    match store.live_nodes().await {
+        Ok(nodes) => {
+            apply(nodes);
+            last = nodes;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the live nodes yet"),
+    }
+    let routes = routes.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SHARE_REFRESH).await;
+            match store.live_nodes().await {
+                Ok(nodes) if nodes != last => {
+                    tracing::info!(
+                        nodes,
+                        "live nodes changed: each takes an equal share of the backends' limits"
+                    );
+                    for route in routes.routes() {
+                        route.limits.set_nodes(nodes);
+                    }
+                    last = nodes;
+                }
+                Ok(_) => {}
+                // Keeps the last share meanwhile.
+                Err(e) => tracing::debug!(error = %e, "cannot count the live nodes"),
+            }
+        }
     })
 }

@@ -257,6 +257,10 @@ impl Store for PostgresStore {
         claim::recover(&self.pool, owner).await
     }
 
+    async fn live_nodes(&self) -> Result<u32, StoreError> {
+        node::live_nodes(&self.pool).await
+    }
+
     fn watch(&self, work_arrived: Arc<Notify>) {
         if let Ok(mut waker) = self.waker.lock() {
             *waker = Some(work_arrived);

@@ -184,3 +184,17 @@ async fn beat(client: &Client, id: &str, instance: i64) -> Result<(), tokio_post
         .await
         .map(|_| ())
 }
+
+/// The nodes whose heartbeat is current (this one included).
+pub(crate) async fn live_nodes(
+    pool: &deadpool_postgres::Pool,
+) -> Result<u32, satchel_core::store::StoreError> {
+    let client = crate::db::connection(pool).await?;
+    let live: i64 = client
+        .query_one("SELECT count(*) FROM nodes WHERE alive_until > now()", &[])
+        .await
+        .map_err(crate::db::engine)?
+        .try_get(0)
+        .map_err(crate::db::engine)?;
+    Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
+}

@@ -254,3 +254,71 @@ async fn any_node_serves_every_route(nodes: &[Server]) {
         "{ended}"
     );
 }
+
+/// A backend's requests_per_minute holds for the cluster, not per node: two nodes against
+/// one mock upstream never exceed it in any one-second window (each takes half).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_a_backends_rate_limit() {
+    let Some(pg) = satchel_pg_test::Cluster::start("the two-node rate limit test") else {
+        return;
+    };
+    let url = pg.create_database();
+    let mock = Mock::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("satchel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[backends]]\nname = \"limited\"\nkind = \"anthropic\"\nbase_url = \"{}\"\nmax_concurrency = 100\nrequests_per_minute = 3000\n",
+            mock.base
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let mut nodes = Vec::new();
+    for i in 1..=2 {
+        let id = format!("node-{i}");
+        nodes.push(Server::start_shared(&url, dir.path(), &node_args(config, &id)).await);
+    }
+    // The first node learns of the second at its next count of the live nodes (every 2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = 300;
+    let (status, reply) = client_send(
+        "POST",
+        &nodes[0].url("/v1/messages/batches"),
+        Some(distinct_body(n)),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let id = serde_json::from_str::<Value>(&reply).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_ended(&nodes[1], &id, Duration::from_secs(60)).await;
+    let stats = mock.stats().await;
+    let arrivals: Vec<f64> = stats["arrivals_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(arrivals.len(), n);
+    // 3000/min = 50/s for the cluster, 25/s per node, each node's evenly spaced: no
+    // one-second window may hold more than 50 (+1 for where the window starts, per node).
+    for (i, start) in arrivals.iter().enumerate() {
+        let in_window = arrivals[i..]
+            .iter()
+            .take_while(|t| **t < start + 1000.0)
+            .count();
+        assert!(
+            in_window <= 52,
+            "{in_window} requests within 1 s of {start} ms"
+        );
+    }
+    // (Both nodes claim from the shared queue all along: were each to take the whole rate,
+    // windows of ~100 would show above.)
+    assert!(
+        arrivals.last().unwrap() >= &5_500.0,
+        "300 requests at 50/s take ~6 s, whatever the number of nodes"
+    );
+}
