@@ -13,7 +13,9 @@
 //!   and the same at 1,000 and 10,000 requests (`batch`);
 //! - `list`: list latency and memory with 1,000 / 10,000 / 100,000 batches stored (`list`);
 //! - `upstream`: throughput and added latency through `satchel mock-upstream`, beside `wrk`
-//!   and Python asyncio scripts with aiohttp and httpx (`upstream`).
+//!   and Python asyncio scripts with aiohttp and httpx (`upstream`);
+//! - `postgres`: the same big batch on the PostgreSQL engine (a throwaway cluster), one node
+//!   and two, beside a binary COPY floor and the SQLite engine in the same run (`postgres`).
 //!
 //! `--quick` shrinks every size so the whole run takes seconds; CI runs it so the bench
 //! never rots. Nothing here asserts timings: the table says which targets are met.
@@ -21,6 +23,7 @@
 mod api;
 mod batch;
 mod list;
+mod postgres;
 mod proc;
 mod report;
 mod upstream;
@@ -79,6 +82,8 @@ enum What {
     Upstream,
     /// List latency and memory with many batches stored.
     List,
+    /// The PostgreSQL engine beside SQLite: create, emulator run (one node, two), results.
+    Postgres,
 }
 
 /// Sizes and places, shared by the sections.
@@ -188,6 +193,13 @@ async fn main() -> Result<()> {
     }
     if matches!(cli.what, What::All | What::List) {
         rows.extend(list::section(&settings).await.context("list section")?);
+    }
+    if matches!(cli.what, What::All | What::Postgres) {
+        rows.extend(
+            postgres::section(&settings)
+                .await
+                .context("postgres section")?,
+        );
     }
     let table = report::markdown(&rows);
     let met = rows
