@@ -1,4 +1,4 @@
-//! The storage seam: what every engine (embedded SQLite now, PostgreSQL next) must provide.
+//! The storage seam: what every engine (embedded SQLite, shared PostgreSQL) must provide.
 //!
 //! An implementation keeps batches, their requests, the queue of requests still to run, and
 //! the final result lines. It must make each method atomic and honour these rules, which the

@@ -2,7 +2,8 @@
 //!
 //! Each behaviour is a `pub async fn` taking a fresh store; [`store_conformance!`] expands to
 //! one `#[tokio::test]` per behaviour for an engine, given an expression that opens a fresh,
-//! empty store. The SQLite engine runs it now; PostgreSQL will run the same.
+//! empty store. Both engines run it; [`store_conformance_two_nodes!`] adds the cases of two
+//! nodes sharing one store.
 //!
 //! These functions panic on a broken rule (they are tests).
 
