@@ -15,8 +15,6 @@ use deadpool_postgres::{Object, Transaction};
 use satchel_core::model::{BatchRecord, IngestChunk, NO_MODEL, NewBatch, NewRequest};
 use satchel_core::store::StoreError;
 use tokio::sync::mpsc;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
 use crate::PostgresStore;
 use crate::db::{IDS_PER_BATCH, batch_by_pk, connection, engine};
@@ -222,28 +220,52 @@ async fn intern(client: &Object, model: &str) -> Result<i32, StoreError> {
         .map_err(engine)
 }
 
-/// The requests' rows through binary `COPY` (params sent as they are, not hex-doubled).
+/// The requests' rows through binary `COPY` (params sent as they are, not hex-doubled). The
+/// chunk is encoded here into one buffer and sent as one message: written row by row, the
+/// driver flushed about every 4 KB, a channel send for nearly every row.
 async fn copy_requests(
     tx: &Transaction<'_>,
     first_id: i64,
     requests: &[NewRequest],
 ) -> Result<(), StoreError> {
+    use futures::SinkExt;
     let sink = tx
         .copy_in("COPY requests (id, custom_id, params) FROM STDIN (FORMAT binary)")
         .await
         .map_err(engine)?;
-    let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::TEXT, Type::BYTEA]);
-    let mut writer = std::pin::pin!(writer);
-    for (offset, request) in requests.iter().enumerate() {
-        let id = first_id + offset as i64;
-        writer
-            .as_mut()
-            .write(&[&id, &request.custom_id, &request.params.get().as_bytes()])
-            .await
-            .map_err(engine)?;
-    }
-    writer.as_mut().finish().await.map_err(engine)?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(encode_rows(first_id, requests))
+        .await
+        .map_err(engine)?;
+    sink.as_mut().finish().await.map_err(engine)?;
     Ok(())
+}
+
+/// The binary COPY stream of `requests` as (id bigint, custom_id text, params bytea): the
+/// signature and header, one tuple each (field count, then each field's length and bytes, all
+/// big-endian), the trailer.
+fn encode_rows(first_id: i64, requests: &[NewRequest]) -> bytes::Bytes {
+    use bytes::BufMut;
+    let size: usize = requests
+        .iter()
+        .map(|r| 2 + 12 + 4 + r.custom_id.len() + 4 + r.params.get().len())
+        .sum();
+    let mut buf = bytes::BytesMut::with_capacity(19 + size + 2);
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0); // flags
+    buf.put_i32(0); // header extension length
+    for (offset, request) in requests.iter().enumerate() {
+        buf.put_i16(3);
+        buf.put_i32(8);
+        buf.put_i64(first_id + offset as i64);
+        buf.put_i32(request.custom_id.len() as i32);
+        buf.put_slice(request.custom_id.as_bytes());
+        let params = request.params.get().as_bytes();
+        buf.put_i32(params.len() as i32);
+        buf.put_slice(params);
+    }
+    buf.put_i16(-1);
+    buf.freeze()
 }
 
 /// The chunk's queue rows: its ids are consecutive, so one statement per run of requests with
