@@ -11,6 +11,9 @@
 
 use std::collections::HashMap;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
 use deadpool_postgres::{Object, Transaction};
 use satchel_core::model::{BatchRecord, IngestChunk, NO_MODEL, NewBatch, NewRequest};
 use satchel_core::store::StoreError;
@@ -34,25 +37,60 @@ pub(crate) async fn ingest(
     // One chunk is kept in hand until it is known whether another follows: the last one is
     // written in the commit's transaction, so a batch of one chunk costs one transaction.
     let mut held: Option<Vec<NewRequest>> = None;
+    // After the first (which creates the batch row), chunks are written on their own
+    // connections, up to IN_FLIGHT at once: one COPY streams while the next is sent, rather
+    // than every chunk waiting for the previous one's round trips and commit.
+    let mut in_flight = FuturesUnordered::new();
     let outcome = loop {
-        match chunks.recv().await {
-            Some(IngestChunk::Requests(requests)) => {
-                if let Some(previous) = held.replace(requests)
-                    && let Err(e) = ingest.write(&previous, false).await
-                {
+        tokio::select! {
+            biased;
+            Some(written) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(e) = written {
                     break Err(e);
                 }
             }
-            Some(IngestChunk::Commit) => {
-                let last = held.take().unwrap_or_default();
-                break ingest
-                    .write(&last, true)
-                    .await
-                    .and_then(|record| record.ok_or(StoreError::IngestAborted));
-            }
-            None => break Err(StoreError::IngestAborted),
+            chunk = chunks.recv(), if in_flight.len() < IN_FLIGHT => match chunk {
+                Some(IngestChunk::Requests(requests)) => {
+                    let Some(previous) = held.replace(requests) else {
+                        continue;
+                    };
+                    match ingest.head {
+                        None => {
+                            if let Err(e) = ingest.write(&previous, false).await {
+                                break Err(e);
+                            }
+                        }
+                        Some((pk, _)) => {
+                            let first_id = ingest.next_id;
+                            ingest.next_id += previous.len() as i64;
+                            in_flight.push(write_rows(store, pk, first_id, previous));
+                        }
+                    }
+                }
+                Some(IngestChunk::Commit) => {
+                    // The batch becomes visible only once every chunk is in.
+                    let mut failed = None;
+                    while let Some(written) = in_flight.next().await {
+                        if let Err(e) = written {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if let Some(e) = failed {
+                        break Err(e);
+                    }
+                    let last = held.take().unwrap_or_default();
+                    break ingest
+                        .write(&last, true)
+                        .await
+                        .and_then(|record| record.ok_or(StoreError::IngestAborted));
+                }
+                None => break Err(StoreError::IngestAborted),
+            },
         }
     };
+    // Writes still in flight after a failure are dropped (rolled back) before the discard.
+    drop(in_flight);
     if outcome.is_err()
         && let Some((pk, _)) = ingest.head
         && let Err(e) = discard(store, pk).await
@@ -61,6 +99,33 @@ pub(crate) async fn ingest(
         tracing::warn!(error = %e, "could not discard an aborted create");
     }
     outcome
+}
+
+/// Chunk writes in flight at once during a create.
+const IN_FLIGHT: usize = 2;
+
+/// Writes one chunk (not the first, not the last) of the batch `pk` in its own transaction.
+async fn write_rows(
+    store: &PostgresStore,
+    pk: i64,
+    first_id: i64,
+    requests: Vec<NewRequest>,
+) -> Result<(), StoreError> {
+    let mut client = connection(&store.pool).await?;
+    let models = model_ids(store, &client, &requests).await?;
+    let tx = client.transaction().await.map_err(engine)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(engine)?;
+    copy_requests(&tx, first_id, &requests).await?;
+    queue(&tx, pk, first_id, &models).await?;
+    tx.execute(
+        "UPDATE batches SET touched_at = now() WHERE pk = $1",
+        &[&pk],
+    )
+    .await
+    .map_err(engine)?;
+    tx.commit().await.map_err(engine)
 }
 
 async fn discard(store: &PostgresStore, pk: i64) -> Result<(), StoreError> {
@@ -94,7 +159,7 @@ impl Ingest<'_> {
         commit: bool,
     ) -> Result<Option<BatchRecord>, StoreError> {
         let mut client = connection(&self.store.pool).await?;
-        let models = self.model_ids(&client, requests).await?;
+        let models = model_ids(self.store, &client, requests).await?;
         let tx = client.transaction().await.map_err(engine)?;
         if !commit {
             tx.batch_execute("SET LOCAL synchronous_commit = off")
@@ -162,46 +227,45 @@ impl Ingest<'_> {
         self.next_id += requests.len() as i64;
         Ok(record)
     }
+}
 
-    /// Each request's model id (its route key), interning names not seen before. Outside the
-    /// chunk's transaction: an id, once given, never changes.
-    async fn model_ids(
-        &self,
-        client: &Object,
-        requests: &[NewRequest],
-    ) -> Result<Vec<i32>, StoreError> {
-        let mut ids = Vec::with_capacity(requests.len());
-        let mut local: HashMap<String, i32> = HashMap::new();
-        for request in requests {
-            let Some(model) = satchel_core::routing::model_of(&request.params) else {
-                ids.push(NO_MODEL as i32);
-                continue;
-            };
-            if let Some(&id) = local.get(&model) {
-                ids.push(id);
-                continue;
-            }
-            let known = self
-                .store
-                .models
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&model).copied());
-            let id = match known {
-                Some(id) => id,
-                None => {
-                    let id = intern(client, &model).await?;
-                    if let Ok(mut m) = self.store.models.lock() {
-                        m.insert(model.clone(), id);
-                    }
-                    id
-                }
-            };
-            local.insert(model, id);
+/// Each request's model id (its route key), interning names not seen before. Outside the
+/// chunk's transaction: an id, once given, never changes.
+async fn model_ids(
+    store: &PostgresStore,
+    client: &Object,
+    requests: &[NewRequest],
+) -> Result<Vec<i32>, StoreError> {
+    let mut ids = Vec::with_capacity(requests.len());
+    let mut local: HashMap<String, i32> = HashMap::new();
+    for request in requests {
+        let Some(model) = satchel_core::routing::model_of(&request.params) else {
+            ids.push(NO_MODEL as i32);
+            continue;
+        };
+        if let Some(&id) = local.get(&model) {
             ids.push(id);
+            continue;
         }
-        Ok(ids)
+        let known = store
+            .models
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&model).copied());
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let id = intern(client, &model).await?;
+                if let Ok(mut m) = store.models.lock() {
+                    m.insert(model.clone(), id);
+                }
+                id
+            }
+        };
+        local.insert(model, id);
+        ids.push(id);
     }
+    Ok(ids)
 }
 
 async fn intern(client: &Object, model: &str) -> Result<i32, StoreError> {
