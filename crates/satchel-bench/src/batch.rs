@@ -174,7 +174,7 @@ pub async fn run_batch(
     })
 }
 
-/// Removes a database and its WAL, shared-memory and lock files.
+/// Removes a database and its WAL, shared-memory, lock and params files.
 pub fn remove_db(db: &Path) {
     for suffix in ["", "-wal", "-shm", ".lock", ".log"] {
         let mut name = db.as_os_str().to_owned();
@@ -182,6 +182,11 @@ pub fn remove_db(db: &Path) {
         let _ = std::fs::remove_file(&name);
     }
     let _ = std::fs::remove_file(db.with_extension("log"));
+    // A large batch's params files: left behind, they make the next server on the same path
+    // refuse to start (the database looks lost).
+    let mut params = db.as_os_str().to_owned();
+    params.push(".params");
+    let _ = std::fs::remove_dir_all(&params);
 }
 
 /// The big batch (median of `settings.repeat` runs, each beside its own floor), then the

@@ -16,6 +16,8 @@
 //!   and Python asyncio scripts with aiohttp and httpx (`upstream`);
 //! - `real-model`: output tokens/s on llama.cpp's server with a small real model, through
 //!   Satchel and straight from the asyncio script (`real_model`; skipped without the model).
+//! - `postgres`: the same big batch on the PostgreSQL engine (a throwaway cluster), one node
+//!   and two, beside a binary COPY floor and the SQLite engine in the same run (`postgres`).
 //!
 //! `--quick` shrinks every size so the whole run takes seconds; CI runs it so the bench
 //! never rots. Nothing here asserts timings: the table says which targets are met.
@@ -23,6 +25,7 @@
 mod api;
 mod batch;
 mod list;
+mod postgres;
 mod proc;
 mod real_model;
 mod report;
@@ -84,6 +87,8 @@ enum What {
     List,
     /// Through Satchel and directly on llama.cpp with a small real model.
     RealModel,
+    /// The PostgreSQL engine beside SQLite: create, emulator run (one node, two), results.
+    Postgres,
 }
 
 /// Sizes and places, shared by the sections.
@@ -203,6 +208,13 @@ async fn main() -> Result<()> {
             real_model::section(&settings)
                 .await
                 .context("real-model section")?,
+        );
+    }
+    if matches!(cli.what, What::All | What::Postgres) {
+        rows.extend(
+            postgres::section(&settings)
+                .await
+                .context("postgres section")?,
         );
     }
     let table = report::markdown(&rows);

@@ -87,6 +87,25 @@ impl Proc {
         .await
     }
 
+    /// Starts `satchel serve --db url` (a PostgreSQL database shared by nodes) as `node`,
+    /// logging to `log`.
+    pub async fn serve_shared(satchel: &Path, url: &str, node: &str, log: PathBuf) -> Result<Self> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let args = [
+            "serve".to_owned(),
+            "--listen".into(),
+            addr.to_string(),
+            "--db".into(),
+            url.to_owned(),
+            "--node-id".into(),
+            node.to_owned(),
+            "--log".into(),
+            "warn".into(),
+        ];
+        Self::start(satchel, &args, addr, log, "satchel serve (PostgreSQL)").await
+    }
+
     /// Starts `satchel mock-upstream` answering at once.
     pub async fn mock_upstream(satchel: &Path, log: PathBuf) -> Result<Self> {
         let port = free_port()?;

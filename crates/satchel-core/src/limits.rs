@@ -1,6 +1,10 @@
 //! What keeps a route within what its model server can take: an adaptive concurrency cap,
 //! token buckets on requests and on estimated tokens per minute, a breaker that pauses the
 //! route while its upstream is down, and the retry policy.
+//!
+//! When several nodes share a store, the configured limits hold for all of them together:
+//! each node takes an equal share ([`RouteLimits::set_nodes`], from the live nodes the store
+//! knows).
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -32,10 +36,47 @@ impl Default for LimitsConfig {
 
 /// The live limits of one route.
 pub struct RouteLimits {
+    config: LimitsConfig,
     breaker: Breaker,
     concurrency: Arc<AdaptiveConcurrency>,
-    requests: Option<DefaultDirectRateLimiter>,
-    tokens: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    buckets: Mutex<Buckets>,
+}
+
+/// The rate limiters of this node's share (rebuilt when the number of nodes changes).
+#[derive(Clone)]
+struct Buckets {
+    nodes: u32,
+    requests: Option<Arc<DefaultDirectRateLimiter>>,
+    tokens: Option<(Arc<DefaultDirectRateLimiter>, NonZeroU32)>,
+}
+
+impl Buckets {
+    /// The buckets of one node's share of `config` among `nodes`.
+    fn new(config: &LimitsConfig, nodes: u32) -> Self {
+        let share = |per_minute: NonZeroU32| {
+            NonZeroU32::new(per_minute.get() / nodes.max(1)).unwrap_or(NonZeroU32::MIN)
+        };
+        Self {
+            nodes,
+            // Requests are spaced evenly: never more than one ahead of the configured rate.
+            requests: config.requests_per_minute.map(|rpm| {
+                Arc::new(RateLimiter::direct(smooth_quota(
+                    share(rpm),
+                    NonZeroU32::MIN,
+                )))
+            }),
+            // Tokens come in lumps (one request's worth), so their bucket holds a second's
+            // worth, and a request never asks for more than that.
+            tokens: config.tokens_per_minute.map(|tpm| {
+                let tpm = share(tpm);
+                let burst = NonZeroU32::new(tpm.get() / 60).unwrap_or(NonZeroU32::MIN);
+                (
+                    Arc::new(RateLimiter::direct(smooth_quota(tpm, burst))),
+                    burst,
+                )
+            }),
+        }
+    }
 }
 
 /// A quota of `per_minute` spread evenly with a burst of `burst`: the count over any window
@@ -51,19 +92,26 @@ fn smooth_quota(per_minute: NonZeroU32, burst: NonZeroU32) -> Quota {
 impl RouteLimits {
     pub fn new(config: &LimitsConfig) -> Self {
         Self {
+            config: config.clone(),
             breaker: Breaker::default(),
             concurrency: Arc::new(AdaptiveConcurrency::new(config.max_concurrency)),
-            // Requests are spaced evenly: never more than one ahead of the configured rate.
-            requests: config
-                .requests_per_minute
-                .map(|rpm| RateLimiter::direct(smooth_quota(rpm, NonZeroU32::MIN))),
-            // Tokens come in lumps (one request's worth), so their bucket holds a second's
-            // worth, and a request never asks for more than that.
-            tokens: config.tokens_per_minute.map(|tpm| {
-                let burst = NonZeroU32::new(tpm.get() / 60).unwrap_or(NonZeroU32::MIN);
-                (RateLimiter::direct(smooth_quota(tpm, burst)), burst)
-            }),
+            buckets: Mutex::new(Buckets::new(config, 1)),
         }
+    }
+
+    /// Takes this node's equal share of the configured limits among `nodes` live nodes
+    /// (rates divided, concurrency divided rounding up). Changing it starts the buckets
+    /// afresh.
+    pub fn set_nodes(&self, nodes: u32) {
+        let nodes = nodes.max(1);
+        {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            if buckets.nodes == nodes {
+                return;
+            }
+            *buckets = Buckets::new(&self.config, nodes);
+        }
+        self.concurrency.set_share(nodes as usize);
     }
 
     /// Waits until the route is up (or this request is its probe), for a concurrency slot,
@@ -72,10 +120,15 @@ impl RouteLimits {
     pub async fn admit(&self, estimated_tokens: u32) -> Admission<'_> {
         let probe = self.breaker.ready().await;
         let permit = self.concurrency.clone().acquire().await;
-        if let Some(requests) = &self.requests {
+        let buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(requests) = &buckets.requests {
             requests.until_ready().await;
         }
-        if let Some((tokens, burst)) = &self.tokens {
+        if let Some((tokens, burst)) = &buckets.tokens {
             // A request larger than the bucket waits for a full bucket rather than forever.
             let n =
                 NonZeroU32::new(estimated_tokens.clamp(1, burst.get())).unwrap_or(NonZeroU32::MIN);
@@ -119,7 +172,7 @@ impl RouteLimits {
     }
 
     pub(crate) fn limits_tokens(&self) -> bool {
-        self.tokens.is_some()
+        self.config.tokens_per_minute.is_some()
     }
 }
 
@@ -133,6 +186,8 @@ pub struct AdaptiveConcurrency {
 
 struct ConcurrencyState {
     limit: f64,
+    /// This node's share of `max` (all of it on a node alone).
+    cap: usize,
     in_use: usize,
     last_shrink: Option<Instant>,
 }
@@ -147,6 +202,7 @@ impl AdaptiveConcurrency {
             max,
             state: Mutex::new(ConcurrencyState {
                 limit: max as f64,
+                cap: max,
                 in_use: 0,
                 last_shrink: None,
             }),
@@ -182,7 +238,14 @@ impl AdaptiveConcurrency {
 
     fn grow(&self) {
         let mut state = self.lock();
-        state.limit = (state.limit + 1.0 / state.limit).min(self.max as f64);
+        state.limit = (state.limit + 1.0 / state.limit).min(state.cap as f64);
+    }
+
+    /// Caps this node at its share of the maximum among `nodes`.
+    fn set_share(&self, nodes: usize) {
+        let mut state = self.lock();
+        state.cap = self.max.div_ceil(nodes.max(1)).max(1);
+        state.limit = state.limit.min(state.cap as f64).max(1.0);
     }
 
     fn shrink(&self) {
@@ -366,6 +429,31 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_node_takes_an_equal_share_of_the_concurrency() {
+        let limits = RouteLimits::new(&LimitsConfig {
+            max_concurrency: 10,
+            requests_per_minute: NonZeroU32::new(600),
+            tokens_per_minute: None,
+        });
+        assert_eq!(limits.concurrency.limit(), 10);
+        limits.set_nodes(3);
+        assert_eq!(limits.concurrency.limit(), 4, "10 among 3, rounded up");
+        for _ in 0..100 {
+            limits.succeeded();
+        }
+        assert_eq!(limits.concurrency.limit(), 4, "never grows past the share");
+        limits.set_nodes(1);
+        for _ in 0..200 {
+            limits.succeeded();
+        }
+        assert_eq!(
+            limits.concurrency.limit(),
+            10,
+            "alone again: grows back to all of it"
+        );
+    }
 
     #[test]
     fn retry_delay_honours_retry_after_then_backs_off_with_jitter() {

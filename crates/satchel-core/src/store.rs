@@ -1,4 +1,4 @@
-//! The storage seam: what every engine (embedded SQLite now, PostgreSQL next) must provide.
+//! The storage seam: what every engine (embedded SQLite, shared PostgreSQL) must provide.
 //!
 //! An implementation keeps batches, their requests, the queue of requests still to run, and
 //! the final result lines. It must make each method atomic and honour these rules, which the
@@ -170,4 +170,17 @@ pub trait Store: Send + Sync + 'static {
     /// life's, so their requests may run again at once. Other owners' leases are left alone
     /// (they run out by themselves if their node is gone). Returns how many it released.
     async fn recover(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Wakes `work_arrived` when another node sharing the store created or canceled a batch,
+    /// so this node's dispatcher looks sooner than its next poll (which stays the guarantee).
+    /// An engine only one node can use has nothing to do.
+    fn watch(&self, work_arrived: Arc<tokio::sync::Notify>) {
+        let _ = work_arrived;
+    }
+
+    /// How many nodes share this store now (at least 1: this one), so that each takes an
+    /// equal share of the backends' limits. An engine only one node can use says 1.
+    async fn live_nodes(&self) -> Result<u32, StoreError> {
+        Ok(1)
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use satchel_core::dispatch::{DispatchConfig, Dispatcher, DispatcherHandle, DrainReport};
 use satchel_core::housekeeping::Housekeeper;
 use satchel_core::{Batches, Store, StoreError};
+use satchel_store_postgres::PostgresStore;
 use satchel_store_sqlite::{OpenError, SqliteStore};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -26,6 +27,8 @@ pub enum StartError {
     OpenBeyondLoopback(SocketAddr),
     #[error(transparent)]
     Store(#[from] OpenError),
+    #[error(transparent)]
+    Postgres(#[from] satchel_store_postgres::OpenError),
     #[error("recovering the store failed: {0}")]
     Recover(#[from] StoreError),
     #[error(transparent)]
@@ -45,6 +48,8 @@ pub struct RunningServer {
     pub node_id: String,
     dispatcher: DispatcherHandle,
     housekeeping: JoinHandle<()>,
+    /// Keeps this node's share of the backends' limits in step with the live nodes.
+    shares: JoinHandle<()>,
     server: HttpServer,
 }
 
@@ -61,6 +66,7 @@ impl RunningServer {
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.wait().await;
         self.housekeeping.abort();
+        self.shares.abort();
         self.dispatcher.abort();
         result
     }
@@ -75,6 +81,7 @@ impl RunningServer {
     pub fn stop(self) {
         self.server.abort();
         self.housekeeping.abort();
+        self.shares.abort();
         self.dispatcher.abort();
     }
 
@@ -86,13 +93,25 @@ impl RunningServer {
         let http = self.server.handle();
         let (dispatch, http) = tokio::join!(self.dispatcher.drain(window), http.shutdown(window));
         self.housekeeping.abort();
+        self.shares.abort();
         self.server.abort();
         ShutdownReport { dispatch, http }
     }
 }
 
-/// Opens the store the configuration names (the SQLite file at `config.db`).
-pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+/// Opens the store the configuration names: a PostgreSQL database shared with other nodes
+/// when `config.db` is a `postgres://` URL (this node registering as its node id), else the
+/// SQLite file at that path.
+pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+    if let Some(url) = config.postgres_url() {
+        let store = PostgresStore::open(
+            url,
+            &config.dispatch.node_id,
+            satchel_store_postgres::Options::default(),
+        )
+        .await?;
+        return Ok(Arc::new(store));
+    }
     Ok(Arc::new(SqliteStore::open(&config.db)?))
 }
 
@@ -100,7 +119,7 @@ pub fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // Configuration problems first: nothing is opened for a server that cannot run.
     check(&config)?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     start_with(config, store).await
 }
 
@@ -133,6 +152,8 @@ pub async fn start_with(
         );
     }
     let work_arrived = Arc::new(Notify::new());
+    // Batches created or canceled on other nodes sharing the store wake this one too.
+    store.watch(work_arrived.clone());
     let batches = Batches::new(
         store.clone(),
         config.lifecycle.clone(),
@@ -142,8 +163,9 @@ pub async fn start_with(
         max_in_flight: route_capacity,
         ..config.dispatch.clone()
     };
-    let dispatcher =
-        Dispatcher::new(store.clone(), Arc::new(routes), dispatch, work_arrived).spawn();
+    let routes = Arc::new(routes);
+    let shares = share_limits(store.clone(), routes.clone()).await;
+    let dispatcher = Dispatcher::new(store.clone(), routes, dispatch, work_arrived).spawn();
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
 
@@ -176,12 +198,60 @@ pub async fn start_with(
             addr: config.listen,
             source,
         })?;
-    tracing::info!(%addr, node = %node_id, db = %config.db.display(), "Satchel is serving the Message Batches API");
+    tracing::info!(%addr, node = %node_id, db = %config.db_for_logs(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,
         node_id,
         dispatcher,
         housekeeping,
+        shares,
         server,
+    })
+}
+
+/// How often a node recounts the live nodes sharing its store.
+const SHARE_REFRESH: Duration = Duration::from_secs(2);
+
+/// Gives this node its equal share of every backend's limits among the live nodes sharing
+/// the store, now and then every [`SHARE_REFRESH`] (a node that joins or leaves is counted
+/// within that; one that died is counted until its heartbeat runs out, which errs on the
+/// side of the limits).
+async fn share_limits(
+    store: Arc<dyn Store>,
+    routes: Arc<satchel_core::routing::Routes>,
+) -> JoinHandle<()> {
+    let apply = |nodes: u32| {
+        for route in routes.routes() {
+            route.limits.set_nodes(nodes);
+        }
+    };
+    let mut last = 1;
+    match store.live_nodes().await {
+        Ok(nodes) => {
+            apply(nodes);
+            last = nodes;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the live nodes yet"),
+    }
+    let routes = routes.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SHARE_REFRESH).await;
+            match store.live_nodes().await {
+                Ok(nodes) if nodes != last => {
+                    tracing::info!(
+                        nodes,
+                        "live nodes changed: each takes an equal share of the backends' limits"
+                    );
+                    for route in routes.routes() {
+                        route.limits.set_nodes(nodes);
+                    }
+                    last = nodes;
+                }
+                Ok(_) => {}
+                // Keeps the last share meanwhile.
+                Err(e) => tracing::debug!(error = %e, "cannot count the live nodes"),
+            }
+        }
     })
 }

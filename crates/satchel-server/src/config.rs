@@ -42,12 +42,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default node id: this host's name and the database's absolute path, so it is the same
 /// at every restart of the same server and differs between servers.
 pub fn default_node_id(db: &Path) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
+    let host = host_name();
     // The file may not exist yet: make the path absolute through its directory.
     let dir = db
         .parent()
@@ -125,11 +120,34 @@ fn open_file_soft_limit() -> Option<u64> {
     None
 }
 
+/// The default node id on a PostgreSQL database shared by several nodes: this host's name
+/// and the port it listens on, so it is the same at every restart and differs between the
+/// nodes of one host.
+pub fn default_shared_node_id(listen: SocketAddr) -> String {
+    format!("{}:{}", host_name(), listen.port())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 impl ServerConfig {
     /// The defaults: loopback port 8080, `./satchel.db`, no keys, the API's windows.
+    /// `db` is a SQLite file path, or a `postgres://` URL.
     pub fn new(listen: SocketAddr, db: PathBuf) -> Self {
+        let node_id = match db.to_str() {
+            Some(url) if satchel_store_postgres::is_postgres_url(url) => {
+                default_shared_node_id(listen)
+            }
+            _ => default_node_id(&db),
+        };
         let dispatch = DispatchConfig {
-            node_id: default_node_id(&db),
+            node_id,
             ..DispatchConfig::default()
         };
         Self {
@@ -292,6 +310,23 @@ impl ConfigFile {
             keys.add(entry.key.trim(), entry.workspace.clone())?;
         }
         Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// The PostgreSQL URL `db` names, if it names one (else it is a SQLite file).
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.db
+            .to_str()
+            .filter(|db| satchel_store_postgres::is_postgres_url(db))
+    }
+
+    /// `db` as it may be logged: a URL's password is left out.
+    pub fn db_for_logs(&self) -> String {
+        match self.postgres_url() {
+            Some(url) => satchel_store_postgres::redact_url(url),
+            None => self.db.display().to_string(),
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Each behaviour is a `pub async fn` taking a fresh store; [`store_conformance!`] expands to
 //! one `#[tokio::test]` per behaviour for an engine, given an expression that opens a fresh,
-//! empty store. The SQLite engine runs it now; PostgreSQL will run the same.
+//! empty store. Both engines run it; [`store_conformance_two_nodes!`] adds the cases of two
+//! nodes sharing one store.
 //!
 //! These functions panic on a broken rule (they are tests).
 
@@ -56,6 +57,37 @@ macro_rules! store_conformance {
         )*
     };
 }
+
+/// Expands to one test per behaviour of two nodes sharing one store; `$open` is an async
+/// expression giving two handles on the same fresh store (`Arc<dyn Store>` each) and
+/// anything that must live as long as they do. PostgreSQL opens two stores on one database,
+/// as two nodes would. SQLite allows one process per file, so it passes the same handle
+/// twice: the cases then check the store's rules between two node ids (owners) rather than
+/// between two connections.
+#[macro_export]
+macro_rules! store_conformance_two_nodes {
+    ($open:expr) => {
+        $crate::store_conformance_two_nodes!(@tests $open;
+            two_nodes_never_claim_the_same_request,
+            two_nodes_a_stale_settle_from_the_other_is_ignored,
+            two_nodes_recovery_leaves_the_others_leases_alone,
+            two_nodes_concurrent_final_settles_end_the_batch_once,
+            two_nodes_renewals_hold_against_the_other,
+            two_nodes_concurrent_sweeps_end_each_request_once,
+        );
+    };
+    (@tests $open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (a, b, _guard) = $open;
+                $crate::two_nodes::$name(a, b).await;
+            }
+        )*
+    };
+}
+
+pub mod two_nodes;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

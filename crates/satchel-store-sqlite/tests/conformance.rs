@@ -14,3 +14,14 @@ fn open() -> (Arc<dyn Store>, tempfile::TempDir) {
 }
 
 satchel_store_conformance::store_conformance!(open());
+
+/// The two-node cases with one handle passed as both nodes: SQLite allows one process per
+/// file, so here they check the rules between two owners, not two connections.
+mod two_nodes {
+    use super::*;
+
+    satchel_store_conformance::store_conformance_two_nodes!({
+        let (store, guard) = open();
+        (store.clone(), store, guard)
+    });
+}

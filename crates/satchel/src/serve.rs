@@ -18,7 +18,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
 
-    /// SQLite database file (created if missing). One server process per file.
+    /// SQLite database file (created if missing; one server process per file), or a
+    /// PostgreSQL URL (postgres://user@host:5432/satchel) shared by several nodes, each
+    /// started with the same URL.
     #[arg(long, env = "SATCHEL_DB", default_value = "./satchel.db")]
     db: PathBuf,
 
@@ -65,7 +67,8 @@ pub struct ServeArgs {
     max_in_flight: u32,
 
     /// This node's id, the owner of its leases: stable across restarts, unique among the
-    /// nodes sharing a store. Default: this host's name and the database's path.
+    /// nodes sharing a store. Default: this host's name and the database's path (SQLite), or
+    /// this host's name and the listening port (PostgreSQL).
     #[arg(long, env = "SATCHEL_NODE_ID")]
     node_id: Option<String>,
 

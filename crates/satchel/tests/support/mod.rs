@@ -39,10 +39,18 @@ impl Server {
         Self::start_via(db, args, Some(nofile)).await
     }
 
+    /// Starts `satchel serve` on a shared database (`--db` a PostgreSQL URL), its log in
+    /// `log_dir`.
+    pub async fn start_shared(url: &str, log_dir: &Path, args: &[&str]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = log_dir.join(format!("node-{}.log", addr.port()));
+        Self::spawn(Command::new(BIN), addr, url, log, args).await
+    }
+
     async fn start_via(db: &Path, args: &[&str], nofile: Option<u32>) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = db.with_extension(format!("{}.log", addr.port()));
-        let mut command = match nofile {
+        let command = match nofile {
             None => Command::new(BIN),
             Some(n) => {
                 let mut bash = Command::new("bash");
@@ -50,14 +58,18 @@ impl Server {
                 bash
             }
         };
+        Self::spawn(command, addr, db.to_str().unwrap(), log, args).await
+    }
+
+    async fn spawn(
+        mut command: Command,
+        addr: SocketAddr,
+        db: &str,
+        log: PathBuf,
+        args: &[&str],
+    ) -> Self {
         let child = command
-            .args([
-                "serve",
-                "--listen",
-                &addr.to_string(),
-                "--db",
-                db.to_str().unwrap(),
-            ])
+            .args(["serve", "--listen", &addr.to_string(), "--db", db])
             .args(args)
             .env_remove("SATCHEL_API_KEYS")
             .stdout(Stdio::null())

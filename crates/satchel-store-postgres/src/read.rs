@@ -1,0 +1,196 @@
+//! Reads: one batch, a page of a workspace's batches, the running batches, the models, and
+//! a batch's results streamed in keyset pages.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use deadpool_postgres::Pool;
+use satchel_core::model::{BatchRecord, ListCursor};
+use satchel_core::store::{ResultStream, StoreError};
+use satchel_wire::Timestamp;
+use tokio::sync::mpsc;
+
+use crate::db::{BATCH_COLUMNS, batch_from_row, connection, engine, find_batch};
+
+pub(crate) async fn get_batch(
+    pool: &Pool,
+    workspace: &str,
+    id: &str,
+) -> Result<Option<BatchRecord>, StoreError> {
+    let client = connection(pool).await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE workspace = $1 AND id = $2 AND state IN (1, 2, 3)"
+        ))
+        .await
+        .map_err(engine)?;
+    client
+        .query_opt(&statement, &[&workspace, &id])
+        .await
+        .map_err(engine)?
+        .map(|row| batch_from_row(&row))
+        .transpose()
+}
+
+pub(crate) async fn list_batches(
+    pool: &Pool,
+    workspace: &str,
+    cursor: &ListCursor,
+    limit: u32,
+) -> Result<Vec<BatchRecord>, StoreError> {
+    let client = connection(pool).await?;
+    let fetch = i64::from(limit) + 1;
+    let base =
+        format!("SELECT {BATCH_COLUMNS} FROM batches WHERE workspace = $1 AND state IN (1, 2, 3)");
+    let rows = match cursor {
+        ListCursor::Start => {
+            let s = client
+                .prepare_cached(&format!("{base} ORDER BY id DESC LIMIT $2"))
+                .await
+                .map_err(engine)?;
+            client.query(&s, &[&workspace, &fetch]).await
+        }
+        ListCursor::After(id) => {
+            let s = client
+                .prepare_cached(&format!("{base} AND id < $2 ORDER BY id DESC LIMIT $3"))
+                .await
+                .map_err(engine)?;
+            client.query(&s, &[&workspace, id, &fetch]).await
+        }
+        ListCursor::Between { after, before } => {
+            let s = client
+                .prepare_cached(&format!(
+                    "{base} AND id < $2 AND id > $3 ORDER BY id DESC LIMIT $4"
+                ))
+                .await
+                .map_err(engine)?;
+            client.query(&s, &[&workspace, after, before, &fetch]).await
+        }
+        ListCursor::Before(id) => {
+            let s = client
+                .prepare_cached(&format!("{base} AND id > $2 ORDER BY id ASC LIMIT $3"))
+                .await
+                .map_err(engine)?;
+            client.query(&s, &[&workspace, id, &fetch]).await
+        }
+    }
+    .map_err(engine)?;
+    let mut batches = rows
+        .iter()
+        .map(batch_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    if let ListCursor::Before(_) = cursor {
+        // The page just newer than the cursor: the oldest `limit` of the newer ones, plus one
+        // more to tell whether even newer ones exist; then newest first.
+        let extra = batches.len() > limit as usize;
+        batches.truncate(limit as usize);
+        batches.reverse();
+        if extra && let Some(first) = batches.first().cloned() {
+            // Keep the contract of `list_batches`: one extra element means "more".
+            batches.push(first);
+        }
+    }
+    Ok(batches)
+}
+
+pub(crate) async fn running_batches(pool: &Pool, now: Timestamp) -> Result<Vec<i64>, StoreError> {
+    let client = connection(pool).await?;
+    let s = client
+        .prepare_cached(
+            "SELECT pk FROM batches WHERE state IN (1, 2) AND state = 1 AND expires_at > $1",
+        )
+        .await
+        .map_err(engine)?;
+    client
+        .query(&s, &[&now.as_micros()])
+        .await
+        .map_err(engine)?
+        .iter()
+        .map(|r| r.try_get(0).map_err(engine))
+        .collect()
+}
+
+pub(crate) async fn models(pool: &Pool) -> Result<Vec<(i64, String)>, StoreError> {
+    let client = connection(pool).await?;
+    let s = client
+        .prepare_cached("SELECT id, name FROM models")
+        .await
+        .map_err(engine)?;
+    client
+        .query(&s, &[])
+        .await
+        .map_err(engine)?
+        .iter()
+        .map(|r| {
+            Ok((
+                i64::from(r.try_get::<_, i32>(0).map_err(engine)?),
+                r.try_get(1).map_err(engine)?,
+            ))
+        })
+        .collect()
+}
+
+/// Streams the result lines of a batch in submission order, each followed by `\n`: keyset
+/// pages by primary key, each page its own short statement on a connection taken for it, so
+/// a slow client holds no connection and no snapshot (which would hold back vacuum).
+pub(crate) fn stream_results(pool: Pool, workspace: String, id: String) -> ResultStream {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, StoreError>>(4);
+    tokio::spawn(async move {
+        if let Err(e) = send_results(&pool, &workspace, &id, &tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+async fn send_results(
+    pool: &Pool,
+    workspace: &str,
+    id: &str,
+    tx: &mpsc::Sender<Result<Bytes, StoreError>>,
+) -> Result<(), StoreError> {
+    const ROWS_PER_PAGE: i64 = 2_048;
+    let batch = {
+        let client = connection(pool).await?;
+        find_batch(&client, workspace, id, false).await?
+    };
+    let Some(batch) = batch else {
+        return Ok(());
+    };
+    if batch.archived {
+        return Ok(());
+    }
+    let end = batch.first_request + batch.request_count;
+    let mut next = batch.first_request;
+    while next < end {
+        let mut buffer = BytesMut::new();
+        let mut last = None;
+        {
+            let client = connection(pool).await?;
+            let page = client
+                .prepare_cached(
+                    "SELECT request_id, line FROM results WHERE request_id >= $1 AND request_id < $2
+                     ORDER BY request_id LIMIT $3",
+                )
+                .await
+                .map_err(engine)?;
+            for row in client
+                .query(&page, &[&next, &end, &ROWS_PER_PAGE])
+                .await
+                .map_err(engine)?
+            {
+                last = Some(row.try_get::<_, i64>(0).map_err(engine)?);
+                buffer.put_slice(row.try_get::<_, &[u8]>(1).map_err(engine)?);
+                buffer.put_u8(b'\n');
+            }
+        }
+        match last {
+            Some(last) => next = last + 1,
+            None => break,
+        }
+        if tx.send(Ok(buffer.freeze())).await.is_err() {
+            return Ok(()); // the client went away
+        }
+    }
+    Ok(())
+}
