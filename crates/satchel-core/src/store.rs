@@ -170,4 +170,10 @@ pub trait Store: Send + Sync + 'static {
     /// life's, so their requests may run again at once. Other owners' leases are left alone
     /// (they run out by themselves if their node is gone). Returns how many it released.
     async fn recover(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Whether the engine answers: the readiness probe. The default makes the cheapest
+    /// read every engine has; an engine may override it with something cheaper.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.models().await.map(|_| ())
+    }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::backends;
 use crate::config::{ConfigError, ServerConfig};
+use crate::health::{self, Health};
 use crate::http::{HttpHandle, HttpServer, HttpShutdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,10 @@ pub struct RunningServer {
     dispatcher: DispatcherHandle,
     housekeeping: JoinHandle<()>,
     server: HttpServer,
+    /// What `/readyz` reports; marked draining as a shutdown starts.
+    health: Arc<Health>,
+    /// How long a graceful shutdown keeps serving, not ready, before it drains.
+    drain_delay: Duration,
 }
 
 /// What a graceful shutdown did.
@@ -82,7 +87,16 @@ impl RunningServer {
     /// rest are cut); no new claims; requests not yet sent are given back at once; attempts
     /// in flight may finish and are stored; whatever still runs when the window closes is
     /// given back.
+    ///
+    /// First `/readyz` turns 503 and, for the configured drain delay, everything else goes
+    /// on as before: load balancers see the node is not ready and stop sending to it before
+    /// it stops accepting.
     pub async fn shutdown(self, window: Duration) -> ShutdownReport {
+        self.health.start_draining();
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.drain_delay, "not ready; serving on until load balancers notice");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let http = self.server.handle();
         let (dispatch, http) = tokio::join!(self.dispatcher.drain(window), http.shutdown(window));
         self.housekeeping.abort();
@@ -144,6 +158,7 @@ pub async fn start_with(
     };
     let dispatcher =
         Dispatcher::new(store.clone(), Arc::new(routes), dispatch, work_arrived).spawn();
+    let health = Health::new(store.clone());
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
 
@@ -167,7 +182,7 @@ pub async fn start_with(
         listen_addr: addr,
         body_idle_timeout: config.http.body_idle_timeout,
     };
-    let app = api::router(state);
+    let app = api::router(state).merge(health::router(health.clone()));
     let server =
         HttpServer::start(listener, app, &config.http).map_err(|source| StartError::Listen {
             addr: config.listen,
@@ -180,5 +195,7 @@ pub async fn start_with(
         dispatcher,
         housekeeping,
         server,
+        health,
+        drain_delay: config.drain_delay,
     })
 }

@@ -32,10 +32,16 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Limits of the HTTP serving loop.
     pub http: HttpConfig,
+    /// On a graceful shutdown, how long to go on serving with `/readyz` answering 503
+    /// before draining, so load balancers stop sending first.
+    pub drain_delay: Duration,
 }
 
 /// How long a graceful shutdown waits for attempts in flight and open responses.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// By default a shutdown drains at once (set a delay where a load balancer probes `/readyz`).
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
 
 /// The default node id: this host's name and the database's absolute path, so it is the same
 /// at every restart of the same server and differs between servers.
@@ -142,6 +148,7 @@ impl ServerConfig {
             backends: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             http: HttpConfig::default(),
+            drain_delay: DEFAULT_DRAIN_DELAY,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`auth`]: API keys and the workspaces they belong to.
 //! - [`config`]: the typed configuration and the TOML config file.
 //! - [`backends`]: the routing table (model → backend, limits, retries) from the config.
+//! - [`health`]: `/healthz` and `/readyz`, for orchestrators and load balancers.
 //! - [`http`]: the serving loop: accepts connections and serves them, with limits.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
@@ -13,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod backends;
 pub mod config;
+pub mod health;
 pub mod http;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};

@@ -18,7 +18,7 @@ use satchel_wire::{
     MessageBatch, quote_short,
 };
 
-use super::context::Caller;
+use super::context::{BatchId, Caller};
 use super::{ApiError, AppState, body, convert};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -38,7 +38,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     request: Request,
-) -> ApiResult<Json<MessageBatch>> {
+) -> ApiResult<(Extension<BatchId>, Json<MessageBatch>)> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -53,7 +53,10 @@ pub async fn create(
         state.body_idle_timeout,
     );
     match state.batches.create(&caller.workspace, reader).await {
-        Ok(record) => Ok(Json(convert::batch(record, &caller.base_url))),
+        Ok(record) => Ok((
+            Extension(BatchId(record.id.clone())),
+            Json(convert::batch(record, &caller.base_url)),
+        )),
         Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => {
             Err(ApiError::TooLarge)
         }
