@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
-    RequestKey, Settlement,
+    RequestKey, Settlement, StoreStats,
 };
 
 /// Failures of the storage engine itself (never a client's mistake).
@@ -175,5 +175,13 @@ pub trait Store: Send + Sync + 'static {
     /// read every engine has; an engine may override it with something cheaper.
     async fn ping(&self) -> Result<(), StoreError> {
         self.models().await.map(|_| ())
+    }
+
+    /// Batches by status, the counts summed, and the oldest waiting batch, over every
+    /// workspace: for the metrics. An engine without it leaves those series out.
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Err(StoreError::Task(
+            "this storage engine does not report statistics".into(),
+        ))
     }
 }

@@ -17,6 +17,7 @@ use crate::backends;
 use crate::config::{ConfigError, ServerConfig};
 use crate::health::{self, Health};
 use crate::http::{HttpHandle, HttpServer, HttpShutdown};
+use crate::telemetry::{self, MeteredStore, MetricsError, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -31,6 +32,8 @@ pub enum StartError {
     Recover(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -44,6 +47,10 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The owner of this server's leases.
     pub node_id: String,
+    /// Where `/metrics` (and the probes) are served, with `--metrics-listen`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serves `/metrics`; stopped last, so a drain can be watched to its end.
+    metrics_server: Option<HttpServer>,
     dispatcher: DispatcherHandle,
     housekeeping: JoinHandle<()>,
     server: HttpServer,
@@ -65,6 +72,9 @@ impl RunningServer {
     /// Waits until the HTTP server stops (it runs until shut down through [`Self::http`]).
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.wait().await;
+        if let Some(metrics) = self.metrics_server {
+            metrics.abort();
+        }
         self.housekeeping.abort();
         self.dispatcher.abort();
         result
@@ -79,6 +89,9 @@ impl RunningServer {
     /// store, and run again when this node starts again (or their leases run out).
     pub fn stop(self) {
         self.server.abort();
+        if let Some(metrics) = self.metrics_server {
+            metrics.abort();
+        }
         self.housekeeping.abort();
         self.dispatcher.abort();
     }
@@ -101,6 +114,9 @@ impl RunningServer {
         let (dispatch, http) = tokio::join!(self.dispatcher.drain(window), http.shutdown(window));
         self.housekeeping.abort();
         self.server.abort();
+        if let Some(metrics) = self.metrics_server {
+            metrics.abort();
+        }
         ShutdownReport { dispatch, http }
     }
 }
@@ -130,10 +146,20 @@ fn check(config: &ServerConfig) -> Result<(), StartError> {
 /// configured backends, else the emulator), housekeeping and the HTTP server.
 pub async fn start_with(
     config: ServerConfig,
-    store: Arc<dyn Store>,
+    mut store: Arc<dyn Store>,
 ) -> Result<RunningServer, StartError> {
     check(&config)?;
     let (routes, route_capacity) = backends::build(&config)?;
+    let routes = Arc::new(routes);
+    // Metrics only when they are served: without a recorder, recording them is a no-op.
+    let telemetry = match config.metrics_listen {
+        Some(_) => {
+            store = MeteredStore::wrap(store);
+            let node = &config.dispatch.node_id;
+            Some(Telemetry::install(node, store.clone(), routes.clone())?)
+        }
+        None => None,
+    };
     for route in routes.routes() {
         tracing::info!(backend = %route.name, "backend ready");
     }
@@ -156,8 +182,7 @@ pub async fn start_with(
         max_in_flight: route_capacity,
         ..config.dispatch.clone()
     };
-    let dispatcher =
-        Dispatcher::new(store.clone(), Arc::new(routes), dispatch, work_arrived).spawn();
+    let dispatcher = Dispatcher::new(store.clone(), routes, dispatch, work_arrived).spawn();
     let health = Health::new(store.clone());
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
@@ -188,10 +213,26 @@ pub async fn start_with(
             addr: config.listen,
             source,
         })?;
+    let (metrics_server, metrics_addr) = match (telemetry, config.metrics_listen) {
+        (Some(telemetry), Some(at)) => {
+            let failed = |source| StartError::Listen { addr: at, source };
+            let listener = crate::http::bind(at).map_err(failed)?;
+            let router = telemetry::router(telemetry).merge(health::router(health.clone()));
+            let server = HttpServer::start(listener, router, &config.http).map_err(failed)?;
+            tracing::info!(addr = %server.addr(), "serving /metrics, /healthz and /readyz");
+            {
+                let bound = server.addr();
+                (Some(server), Some(bound))
+            }
+        }
+        _ => (None, None),
+    };
     tracing::info!(%addr, node = %node_id, db = %config.db.display(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,
         node_id,
+        metrics_addr,
+        metrics_server,
         dispatcher,
         housekeeping,
         server,

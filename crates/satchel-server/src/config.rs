@@ -35,6 +35,8 @@ pub struct ServerConfig {
     /// On a graceful shutdown, how long to go on serving with `/readyz` answering 503
     /// before draining, so load balancers stop sending first.
     pub drain_delay: Duration,
+    /// Where to serve `/metrics` (and the probes again); none: metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How long a graceful shutdown waits for attempts in flight and open responses.
@@ -149,6 +151,7 @@ impl ServerConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             http: HttpConfig::default(),
             drain_delay: DEFAULT_DRAIN_DELAY,
+            metrics_listen: None,
         }
     }
 }

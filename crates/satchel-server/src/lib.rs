@@ -7,6 +7,7 @@
 //! - [`backends`]: the routing table (model → backend, limits, retries) from the config.
 //! - [`health`]: `/healthz` and `/readyz`, for orchestrators and load balancers.
 //! - [`http`]: the serving loop: accepts connections and serves them, with limits.
+//! - [`telemetry`]: `/metrics` (Prometheus), on its own listener.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod backends;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod telemetry;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
 pub use config::{

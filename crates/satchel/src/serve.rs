@@ -105,6 +105,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_DRAIN_DELAY", default_value_t = DEFAULT_DRAIN_DELAY.into())]
     drain_delay: humantime::Duration,
 
+    /// Serve Prometheus metrics at /metrics (and /healthz, /readyz) on this address, apart
+    /// from the API and its keys, e.g. 0.0.0.0:9090 on a private interface. Default: off.
+    #[arg(long, env = "SATCHEL_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `satchel_core=debug`.
     #[arg(long, env = "SATCHEL_LOG", default_value = "info")]
     log: String,
@@ -181,6 +186,7 @@ impl ServeArgs {
         config.dispatch.lease_ttl = self.lease_ttl;
         config.shutdown_timeout = self.shutdown_timeout;
         config.drain_delay = self.drain_delay.into();
+        config.metrics_listen = self.metrics_listen;
         Ok(config)
     }
 }

@@ -155,3 +155,234 @@ async fn json_logs_carry_request_id_route_status_latency_and_batch_id_and_no_key
     assert_eq!(get["status"], 200);
     assert!(!server.log_text().contains(key), "the key is never logged");
 }
+
+/// One scrape of `/metrics`, parsed by a Prometheus text-format parser.
+struct Scrape(prometheus_parse::Scrape);
+
+impl Scrape {
+    async fn take(url: &str) -> Self {
+        let response = reqwest::get(url).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        let text = response.text().await.unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        Self(prometheus_parse::Scrape::parse(lines).unwrap())
+    }
+
+    /// The value of the one sample of `metric` whose labels include `labels`; 0 if none.
+    fn value(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus_parse::Value;
+        let matching: Vec<f64> = self
+            .0
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+            })
+            .map(|s| match s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+                ref other => panic!("{metric} is not a number: {other:?}"),
+            })
+            .collect();
+        assert!(matching.len() <= 1, "{metric} {labels:?}: {matching:?}");
+        matching.first().copied().unwrap_or(0.0)
+    }
+
+    /// The histogram `metric` whose labels include `labels`: its buckets, checked to be
+    /// cumulative, their `+Inf` count equal to the `_count` sample.
+    fn histogram_count(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus_parse::Value;
+        let buckets = self
+            .0
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match &s.value {
+                Value::Histogram(b) => b.clone(),
+                other => panic!("{metric} is not a histogram: {other:?}"),
+            })
+            .unwrap_or_else(|| panic!("no histogram {metric} {labels:?}"));
+        assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+            "{metric}: buckets not cumulative: {buckets:?}"
+        );
+        let inf = buckets.last().unwrap();
+        assert!(inf.less_than.is_infinite());
+        let count = self.value(&format!("{metric}_count"), labels);
+        assert_eq!(inf.count, count, "{metric}: +Inf bucket vs _count");
+        count
+    }
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn metrics_move_while_a_batch_runs_and_agree_with_its_counts_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = free_addr();
+    let server = Server::start(
+        &dir.path().join("s.db"),
+        &[
+            "--metrics-listen",
+            &metrics_addr,
+            "--emulator-latency",
+            "150ms",
+            "--max-in-flight",
+            "4",
+        ],
+    )
+    .await;
+    let metrics_url = format!("http://{metrics_addr}/metrics");
+    // The metrics listener takes no API key; the API's listener does not serve metrics.
+    let before = Scrape::take(&metrics_url).await;
+    assert_eq!(
+        before.value("satchel_batches", &[("status", "in_progress")]),
+        0.0
+    );
+    let (status, _) = support::client_get(&server.url("/metrics")).await;
+    assert_eq!(status, 404, "metrics are not on the API listener");
+
+    // 40 requests the emulator answers and 4 it refuses (no messages): 11 rounds of 4 at
+    // 150 ms, well over a second of running to watch.
+    let n = 44;
+    let mut items: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({"custom_id": format!("ok{i}"), "params": {"model": "claude-test", "max_tokens": 16,
+                "messages": [{"role": "user", "content": format!("request {i}")}]}})
+        })
+        .collect();
+    items.extend((0..4).map(|i| {
+        json!({"custom_id": format!("bad{i}"), "params": {"model": "claude-test", "max_tokens": 16, "messages": []}})
+    }));
+    let body = json!({ "requests": items }).to_string();
+    let id = create_batch(&server, body.clone()).await;
+
+    // While it runs: requests settle a few at a time, the queue drains, attempts count up.
+    let mut seen_partial = false;
+    let mut seen_queue = false;
+    let mut last_attempts = 0.0;
+    let mut attempts_moved = 0;
+    wait_for("the batch to end", Duration::from_secs(60), async || {
+        let scrape = Scrape::take(&metrics_url).await;
+        let done = scrape.value("satchel_requests", &[("result", "succeeded")])
+            + scrape.value("satchel_requests", &[("result", "errored")]);
+        let depth = scrape.value("satchel_queue_depth", &[]);
+        assert_eq!(done + depth, n as f64, "every request is done or queued");
+        seen_partial |= done > 0.0 && done < n as f64;
+        seen_queue |= depth > 0.0 && scrape.value("satchel_queue_oldest_age_seconds", &[]) > 0.0;
+        let attempts = scrape.value(
+            "satchel_backend_attempts_total",
+            &[("backend", "emulator"), ("outcome", "success")],
+        );
+        assert!(attempts >= last_attempts, "a counter never goes down");
+        if attempts > last_attempts {
+            attempts_moved += 1;
+        }
+        last_attempts = attempts;
+        assert!(scrape.value("satchel_backend_in_flight", &[("backend", "emulator")]) <= 4.0);
+        scrape.value("satchel_batches", &[("status", "ended")]) == 1.0
+    })
+    .await;
+    assert!(seen_partial, "a scrape saw the batch part done");
+    assert!(seen_queue, "a scrape saw requests queued, and their age");
+    assert!(
+        attempts_moved >= 2,
+        "attempts counted up over several scrapes"
+    );
+
+    // At the end the numbers agree with the batch's own request_counts.
+    let batch = support::get_batch(&server, &id).await;
+    let (status, results) =
+        support::client_get(&server.url(&format!("/v1/messages/batches/{id}/results"))).await;
+    assert_eq!(status, 200);
+    let end = Scrape::take(&metrics_url).await;
+    let counts = &batch["request_counts"];
+    for result in ["processing", "succeeded", "errored", "canceled", "expired"] {
+        assert_eq!(
+            end.value("satchel_requests", &[("result", result)]),
+            counts[result].as_f64().unwrap(),
+            "{result}: {batch}"
+        );
+    }
+    assert_eq!(counts["succeeded"], 40);
+    assert_eq!(counts["errored"], 4);
+    assert_eq!(end.value("satchel_queue_depth", &[]), 0.0);
+    assert_eq!(end.value("satchel_queue_oldest_age_seconds", &[]), 0.0);
+    let emulator = [("backend", "emulator")];
+    assert_eq!(
+        end.value(
+            "satchel_backend_attempts_total",
+            &[("backend", "emulator"), ("outcome", "success")]
+        ),
+        40.0
+    );
+    assert_eq!(
+        end.value(
+            "satchel_backend_failures_total",
+            &[("backend", "emulator"), ("class", "invalid_request_error")]
+        ),
+        4.0
+    );
+    assert_eq!(end.value("satchel_backend_in_flight", &emulator), 0.0);
+    assert!(end.value("satchel_backend_concurrency_limit", &emulator) >= 1.0);
+    // The emulator never throttles, and its refusals are final: nothing was retried.
+    assert_eq!(end.value("satchel_backend_throttles_total", &emulator), 0.0);
+    assert_eq!(end.value("satchel_backend_retries_total", &emulator), 0.0);
+    assert!(end.histogram_count("satchel_backend_attempt_duration_seconds", &emulator) >= 44.0);
+    let create = [("route", "/v1/messages/batches"), ("method", "POST")];
+    assert_eq!(
+        end.value(
+            "satchel_http_requests_total",
+            &[create[0], create[1], ("status", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        end.histogram_count("satchel_http_request_duration_seconds", &create),
+        1.0
+    );
+    assert_eq!(
+        end.histogram_count("satchel_batch_create_duration_seconds", &[]),
+        1.0
+    );
+    assert_eq!(
+        end.value("satchel_ingest_bytes_total", &[]),
+        body.len() as f64
+    );
+    assert_eq!(end.value("satchel_ingest_requests_total", &[]), n as f64);
+    assert_eq!(
+        end.value("satchel_results_bytes_total", &[]),
+        results.len() as f64
+    );
+    assert!(
+        end.histogram_count(
+            "satchel_store_operation_duration_seconds",
+            &[("op", "settle")]
+        ) >= 1.0
+    );
+    assert!(
+        end.histogram_count(
+            "satchel_store_operation_duration_seconds",
+            &[("op", "claim")]
+        ) >= 1.0
+    );
+    // Every series names the node it comes from.
+    assert!(
+        end.0
+            .samples
+            .iter()
+            .all(|s| s.labels.get("node").is_some_and(|n| !n.is_empty()))
+    );
+}

@@ -13,6 +13,7 @@ use super::leases::{Lease, LeaseBook};
 use super::record::Outcome;
 use crate::backend::{Attempt, Retry};
 use crate::model::{ClaimedRequest, OutcomeKind, Settlement};
+use crate::observe;
 use crate::result_line;
 use crate::routing::Routes;
 use std::time::Duration;
@@ -64,12 +65,27 @@ pub(crate) async fn run_one(
         if !lease.may_start(signals.book) || signals.stopping.is_cancelled() {
             return released;
         }
+        let started = std::time::Instant::now();
         let attempt = tokio::select! {
             attempt = route.backend.send(&request.params) => attempt,
             // The shutdown window is over: the upstream's answer will not be stored.
             () = signals.cut.cancelled() => return released,
         };
         drop(admission);
+        let backend = route.name.clone();
+        metrics::histogram!(observe::BACKEND_ATTEMPT_DURATION, "backend" => backend.clone())
+            .record(started.elapsed().as_secs_f64());
+        let outcome = match &attempt {
+            Attempt::Message(_) => "success",
+            Attempt::Failed(failure) => match failure.retry {
+                Retry::Throttled { .. } => "throttled",
+                Retry::Transient { .. } => "transient",
+                Retry::Unreachable { .. } => "unreachable",
+                Retry::Never => "rejected",
+            },
+        };
+        metrics::counter!(observe::BACKEND_ATTEMPTS, "backend" => backend.clone(), "outcome" => outcome)
+            .increment(1);
         let failure = match attempt {
             Attempt::Message(message) => {
                 route.limits.succeeded();
@@ -85,6 +101,8 @@ pub(crate) async fn run_one(
         match failure.retry {
             Retry::Unreachable { .. } => route.limits.unreachable(),
             Retry::Throttled { .. } => {
+                metrics::counter!(observe::BACKEND_THROTTLES, "backend" => backend.clone())
+                    .increment(1);
                 route.limits.reached();
                 route.limits.throttled();
                 sent = true;
@@ -99,6 +117,8 @@ pub(crate) async fn run_one(
             if failure.is_retryable() {
                 tracing::warn!(route = %route.name, kind = failure.kind.as_str(), attempts = retries + 1, "giving up on a request");
             }
+            metrics::counter!(observe::BACKEND_FAILURES, "backend" => backend, "class" => failure.kind.as_str())
+                .increment(1);
             return errored(&request, failure.kind, &failure.message);
         }
         if signals.stopping.is_cancelled() {
@@ -109,6 +129,7 @@ pub(crate) async fn run_one(
             () = tokio::time::sleep(delay) => {}
             () = signals.stopping.cancelled() => return released,
         }
+        metrics::counter!(observe::BACKEND_RETRIES, "backend" => backend).increment(1);
         if own_failure {
             retries += 1;
         }

@@ -10,9 +10,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use satchel_core::BatchError;
 use satchel_core::ingest::IngestError;
 use satchel_core::model::ListCursor;
+use satchel_core::{BatchError, observe};
 use satchel_wire::{
     DeletedMessageBatch, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ListPage, MAX_CREATE_BODY_BYTES,
     MessageBatch, quote_short,
@@ -52,9 +52,15 @@ pub async fn create(
         MAX_CREATE_BODY_BYTES,
         state.body_idle_timeout,
     );
-    match state.batches.create(&caller.workspace, reader).await {
+    let started = std::time::Instant::now();
+    let created = state.batches.create(&caller.workspace, reader).await;
+    metrics::histogram!(observe::CREATE_DURATION).record(started.elapsed().as_secs_f64());
+    match created {
         Ok(record) => Ok((
-            Extension(BatchId(record.id.clone())),
+            {
+                metrics::counter!(observe::INGEST_REQUESTS).increment(record.counts.total());
+                Extension(BatchId(record.id.clone()))
+            },
             Json(convert::batch(record, &caller.base_url)),
         )),
         Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => {
@@ -167,6 +173,8 @@ pub async fn results(
         .batches
         .results(&caller.workspace, known_shape(&id)?)
         .await?;
+    let sent = metrics::counter!(observe::RESULTS_BYTES);
+    let lines = lines.inspect_ok(move |page| sent.increment(page.len() as u64));
     let body = Body::from_stream(lines.map_err(|e| {
         // Mid-stream the status is already sent: the connection is cut, the client sees a
         // truncated body rather than a wrong one.

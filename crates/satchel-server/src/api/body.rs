@@ -41,6 +41,7 @@ pub fn capped_reader(
     });
     let stream = watched.map(move |chunk| {
         let chunk = chunk?;
+        metrics::counter!(satchel_core::observe::INGEST_BYTES).increment(chunk.len() as u64);
         seen += chunk.len() as u64;
         if seen > limit {
             flag.0.store(true, Ordering::Relaxed);

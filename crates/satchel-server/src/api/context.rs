@@ -5,6 +5,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use satchel_core::observe;
 use satchel_wire::{ErrorResponse, ErrorType, ids};
 
 use super::error::{ApiError, WireError};
@@ -51,14 +52,20 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         None if route.contains("{id}") => batch_id_in(&path).map(str::to_owned),
         None => None,
     };
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!(observe::HTTP_REQUESTS, "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(observe::HTTP_DURATION, "route" => route.clone(), "method" => method.to_string())
+        .record(elapsed.as_secs_f64());
     // Method, route, path and status only: never headers (keys) or bodies.
     tracing::info!(
         %request_id,
         %method,
         %route,
         %path,
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        status,
+        elapsed_ms = elapsed.as_millis() as u64,
         batch_id = batch_id.as_deref(),
         "request"
     );
