@@ -6,6 +6,9 @@
 //! (`satchel-server`'s `metrics` module); counters and histograms are recorded where things
 //! happen.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 /// Batches by `status` (in_progress, canceling, ended), every workspace, from the store.
 pub const BATCHES: &str = "satchel_batches";
 /// Requests by `result` (processing, succeeded, errored, canceled, expired): the batches'
@@ -123,4 +126,67 @@ pub fn describe() {
         "Store call latency, by operation."
     );
     describe_counter!(STORE_ERRORS, "Store calls that failed, by operation.");
+}
+
+/// A route's own running totals since start, kept whether or not metrics are served: what
+/// the dashboard shows of a backend's health.
+#[derive(Debug, Default)]
+pub struct RouteTally {
+    attempts: AtomicU64,
+    throttles: AtomicU64,
+    retries: AtomicU64,
+    failures: AtomicU64,
+    attempt_micros: AtomicU64,
+}
+
+/// A [`RouteTally`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteTotals {
+    pub attempts: u64,
+    pub throttles: u64,
+    pub retries: u64,
+    /// Requests that ended errored on the route.
+    pub failures: u64,
+    /// Time spent in attempts, summed.
+    pub attempt_micros: u64,
+}
+
+impl RouteTally {
+    /// One attempt on `backend` that took `took` and ended as `outcome` (recorded in the
+    /// metrics too).
+    pub fn attempt(&self, backend: &str, outcome: &'static str, took: Duration) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.attempt_micros.fetch_add(micros, Ordering::Relaxed);
+        metrics::histogram!(BACKEND_ATTEMPT_DURATION, "backend" => backend.to_owned())
+            .record(took.as_secs_f64());
+        metrics::counter!(BACKEND_ATTEMPTS, "backend" => backend.to_owned(), "outcome" => outcome)
+            .increment(1);
+        if outcome == "throttled" {
+            self.throttles.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(BACKEND_THROTTLES, "backend" => backend.to_owned()).increment(1);
+        }
+    }
+
+    pub fn retry(&self, backend: &str) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(BACKEND_RETRIES, "backend" => backend.to_owned()).increment(1);
+    }
+
+    /// A request ended errored on `backend`, its line saying `class`.
+    pub fn failure(&self, backend: &str, class: &'static str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(BACKEND_FAILURES, "backend" => backend.to_owned(), "class" => class)
+            .increment(1);
+    }
+
+    pub fn totals(&self) -> RouteTotals {
+        RouteTotals {
+            attempts: self.attempts.load(Ordering::Relaxed),
+            throttles: self.throttles.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            attempt_micros: self.attempt_micros.load(Ordering::Relaxed),
+        }
+    }
 }

@@ -182,7 +182,7 @@ pub async fn start_with(
         max_in_flight: route_capacity,
         ..config.dispatch.clone()
     };
-    let dispatcher = Dispatcher::new(store.clone(), routes, dispatch, work_arrived).spawn();
+    let dispatcher = Dispatcher::new(store.clone(), routes.clone(), dispatch, work_arrived).spawn();
     let health = Health::new(store.clone());
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
@@ -206,8 +206,11 @@ pub async fn start_with(
         public_base_url: config.public_base_url.as_deref().map(Arc::from),
         listen_addr: addr,
         body_idle_timeout: config.http.body_idle_timeout,
+        routes,
     };
-    let app = api::router(state).merge(health::router(health.clone()));
+    let app = api::router(state)
+        .merge(health::router(health.clone()))
+        .merge(crate::dashboard::assets());
     let server =
         HttpServer::start(listener, app, &config.http).map_err(|source| StartError::Listen {
             addr: config.listen,

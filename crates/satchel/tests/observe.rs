@@ -386,3 +386,49 @@ async fn metrics_move_while_a_batch_runs_and_agree_with_its_counts_at_the_end() 
             .all(|s| s.labels.get("node").is_some_and(|n| !n.is_empty()))
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_page_is_public_and_its_data_needs_a_key_of_the_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "sk-dashboard-key";
+    let server = Server::start(&dir.path().join("s.db"), &["--api-keys", key]).await;
+    for (path, kind) in [
+        ("/dashboard", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/app.css", "text/css"),
+    ] {
+        let response = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(
+            response.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'self'"),
+            "{path}: nothing from elsewhere"
+        );
+    }
+    let client = reqwest::Client::new();
+    let backends = server.url("/dashboard/api/backends");
+    let anonymous = client
+        .get(&backends)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "the backends' health needs a key");
+    let reply = client
+        .get(&backends)
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let body: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+    let emulator = &body["backends"][0];
+    assert_eq!(emulator["name"], "emulator", "{body}");
+    assert_eq!(emulator["paused"], false, "{body}");
+    assert!(emulator["max_concurrency"].as_u64().unwrap() >= 1, "{body}");
+}

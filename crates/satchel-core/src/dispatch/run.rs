@@ -13,7 +13,6 @@ use super::leases::{Lease, LeaseBook};
 use super::record::Outcome;
 use crate::backend::{Attempt, Retry};
 use crate::model::{ClaimedRequest, OutcomeKind, Settlement};
-use crate::observe;
 use crate::result_line;
 use crate::routing::Routes;
 use std::time::Duration;
@@ -72,9 +71,6 @@ pub(crate) async fn run_one(
             () = signals.cut.cancelled() => return released,
         };
         drop(admission);
-        let backend = route.name.clone();
-        metrics::histogram!(observe::BACKEND_ATTEMPT_DURATION, "backend" => backend.clone())
-            .record(started.elapsed().as_secs_f64());
         let outcome = match &attempt {
             Attempt::Message(_) => "success",
             Attempt::Failed(failure) => match failure.retry {
@@ -84,8 +80,7 @@ pub(crate) async fn run_one(
                 Retry::Never => "rejected",
             },
         };
-        metrics::counter!(observe::BACKEND_ATTEMPTS, "backend" => backend.clone(), "outcome" => outcome)
-            .increment(1);
+        route.tally.attempt(&route.name, outcome, started.elapsed());
         let failure = match attempt {
             Attempt::Message(message) => {
                 route.limits.succeeded();
@@ -101,8 +96,6 @@ pub(crate) async fn run_one(
         match failure.retry {
             Retry::Unreachable { .. } => route.limits.unreachable(),
             Retry::Throttled { .. } => {
-                metrics::counter!(observe::BACKEND_THROTTLES, "backend" => backend.clone())
-                    .increment(1);
                 route.limits.reached();
                 route.limits.throttled();
                 sent = true;
@@ -117,8 +110,7 @@ pub(crate) async fn run_one(
             if failure.is_retryable() {
                 tracing::warn!(route = %route.name, kind = failure.kind.as_str(), attempts = retries + 1, "giving up on a request");
             }
-            metrics::counter!(observe::BACKEND_FAILURES, "backend" => backend, "class" => failure.kind.as_str())
-                .increment(1);
+            route.tally.failure(&route.name, failure.kind.as_str());
             return errored(&request, failure.kind, &failure.message);
         }
         if signals.stopping.is_cancelled() {
@@ -129,7 +121,7 @@ pub(crate) async fn run_one(
             () = tokio::time::sleep(delay) => {}
             () = signals.stopping.cancelled() => return released,
         }
-        metrics::counter!(observe::BACKEND_RETRIES, "backend" => backend).increment(1);
+        route.tally.retry(&route.name);
         if own_failure {
             retries += 1;
         }

@@ -31,6 +31,8 @@ pub struct AppState {
     pub listen_addr: SocketAddr,
     /// How long an upload may go without a new byte before it is refused.
     pub body_idle_timeout: std::time::Duration,
+    /// The routing table, for the dashboard's view of the backends.
+    pub routes: Arc<satchel_core::routing::Routes>,
 }
 
 /// The whole API as an axum router.
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
+        .route("/dashboard/api/backends", get(crate::dashboard::backends))
         .fallback(batches::unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
