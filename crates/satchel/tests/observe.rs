@@ -44,32 +44,53 @@ async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> 
 #[tokio::test]
 async fn readiness_turns_false_on_sigterm_while_the_node_drains_and_liveness_stays() {
     let dir = tempfile::tempdir().unwrap();
-    // Each emulated request takes 5 s: the drain stays open while attempts finish.
+    let metrics_addr = free_addr();
+    // Each emulated request takes 5 s: the drain stays open while attempts finish. For the
+    // first second after the signal the API serves on, not ready; the metrics listener
+    // answers until the very end.
     let mut server = Server::start(
         &dir.path().join("s.db"),
-        &["--emulator-latency", "5s", "--drain-delay", "3s"],
+        &[
+            "--emulator-latency",
+            "5s",
+            "--drain-delay",
+            "1s",
+            "--metrics-listen",
+            &metrics_addr,
+        ],
     )
     .await;
     let (status, body) = probe(&server.url("/healthz")).await.unwrap();
     assert_eq!((status, &body), (200, &json!({"status": "ok"})));
     let (status, body) = probe(&server.url("/readyz")).await.unwrap();
     assert_eq!((status, &body), (200, &json!({"status": "ready"})));
+    let (status, _) = probe(&format!("http://{metrics_addr}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
     create_batch(&server, requests(4)).await;
+    wait_for(
+        "the attempts to start",
+        Duration::from_secs(20),
+        async || {
+            let scrape = Scrape::take(&format!("http://{metrics_addr}/metrics")).await;
+            scrape.value("satchel_backend_in_flight", &[("backend", "emulator")]) == 4.0
+        },
+    )
+    .await;
 
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &server_pid(&server)])
         .status()
         .unwrap();
     assert!(sent.success());
-    // While the node drains, a prober still gets an answer: not ready, but alive.
-    let mut seen_draining = false;
+    // During the drain delay the API still answers: not ready, but alive.
     wait_for(
         "/readyz to answer 503 draining",
         Duration::from_secs(20),
         async || match probe(&server.url("/readyz")).await {
             Ok((503, body)) => {
                 assert_eq!(body, json!({"status": "draining"}));
-                seen_draining = true;
                 true
             }
             Ok((200, _)) => false,
@@ -77,13 +98,31 @@ async fn readiness_turns_false_on_sigterm_while_the_node_drains_and_liveness_sta
         },
     )
     .await;
-    assert!(seen_draining);
     let (status, _) = probe(&server.url("/healthz")).await.unwrap();
     assert_eq!(status, 200, "alive while draining");
+    // Then the API stops accepting while the attempts in flight finish; the metrics
+    // listener still says why.
+    wait_for(
+        "the API to stop accepting",
+        Duration::from_secs(20),
+        async || probe(&server.url("/healthz")).await.is_err(),
+    )
+    .await;
+    assert!(
+        server.is_running(),
+        "attempts in flight keep the drain open"
+    );
+    let (status, body) = probe(&format!("http://{metrics_addr}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!((status, body), (503, json!({"status": "draining"})));
     let status = server
         .signal_and_wait("TERM", Duration::from_secs(60))
         .await;
     assert!(status.success(), "exit 0 after the drain: {status:?}");
+    // The attempts in flight at the signal finished and were stored.
+    let log = server.log_text();
+    assert!(log.contains("settled=4"), "{log}");
 }
 
 fn server_pid(server: &Server) -> String {
