@@ -195,6 +195,15 @@ pub async fn start_with(
         addr: config.listen,
         source,
     })?;
+    // Both addresses are taken before anything serves: a second one that is busy stops the
+    // start before the first is reachable.
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some((
+            at,
+            crate::http::bind(at).map_err(|source| StartError::Listen { addr: at, source })?,
+        )),
+        None => None,
+    };
     if config.keys.is_open() {
         tracing::warn!(%addr, "no API keys configured: accepting any key (loopback only), workspace \"default\"");
     } else {
@@ -216,20 +225,17 @@ pub async fn start_with(
             addr: config.listen,
             source,
         })?;
-    let (metrics_server, metrics_addr) = match (telemetry, config.metrics_listen) {
-        (Some(telemetry), Some(at)) => {
-            let failed = |source| StartError::Listen { addr: at, source };
-            let listener = crate::http::bind(at).map_err(failed)?;
+    let metrics_server = match (telemetry, metrics_listener) {
+        (Some(telemetry), Some((at, listener))) => {
             let router = telemetry::router(telemetry).merge(health::router(health.clone()));
-            let server = HttpServer::start(listener, router, &config.http).map_err(failed)?;
+            let server = HttpServer::start(listener, router, &config.http)
+                .map_err(|source| StartError::Listen { addr: at, source })?;
             tracing::info!(addr = %server.addr(), "serving /metrics, /healthz and /readyz");
-            {
-                let bound = server.addr();
-                (Some(server), Some(bound))
-            }
+            Some(server)
         }
-        _ => (None, None),
+        _ => None,
     };
+    let metrics_addr = metrics_server.as_ref().map(HttpServer::addr);
     tracing::info!(%addr, node = %node_id, db = %config.db.display(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,
