@@ -294,6 +294,7 @@ async function poll() {
   try {
     const page = await (await api('GET', '/v1/messages/batches?limit=100')).json();
     renderBatches(page.data);
+    $('more-batches').hidden = !page.has_more;
     const backends = await (await api('GET', '/dashboard/api/backends')).json();
     renderBackends(backends.backends);
     await renderDetail();
