@@ -10,6 +10,7 @@
 //!   concurrency, rate limits and retry policy.
 //! - [`dispatch`]: leases pending requests, runs them on their route, group-commits results.
 //! - [`housekeeping`]: expiry at `expires_at`, the retention purge, lease recovery.
+//! - [`observe`]: the names (and help) of the metrics.
 
 pub mod backend;
 pub mod dispatch;
@@ -20,6 +21,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod limits;
 pub mod model;
+pub mod observe;
 pub mod result_line;
 pub mod routing;
 pub mod store;

@@ -171,6 +171,16 @@ impl RouteLimits {
         self.concurrency.max
     }
 
+    /// The adaptive concurrency cap now.
+    pub fn concurrency_limit(&self) -> usize {
+        self.concurrency.limit()
+    }
+
+    /// Attempts holding a concurrency slot now.
+    pub fn in_flight(&self) -> usize {
+        self.concurrency.lock().in_use
+    }
+
     pub(crate) fn limits_tokens(&self) -> bool {
         self.config.tokens_per_minute.is_some()
     }

@@ -118,5 +118,18 @@ pub enum ModelFilter {
     Only(Vec<i64>),
 }
 
+/// What the store holds, summed over every workspace: the figures behind the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub in_progress: u64,
+    pub canceling: u64,
+    pub ended: u64,
+    /// The five counts summed over every visible batch.
+    pub requests: RequestCounts,
+    /// When the oldest batch that still has requests to run was created: its requests
+    /// have waited that long.
+    pub oldest_waiting: Option<Timestamp>,
+}
+
 /// The model id of a request whose params name no model (they end errored when run).
 pub const NO_MODEL: i64 = 0;

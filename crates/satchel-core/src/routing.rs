@@ -10,6 +10,7 @@ use wildmatch::WildMatch;
 
 use crate::backend::{Backend, Failure};
 use crate::limits::{LimitsConfig, RetryPolicy, RouteLimits};
+use crate::observe::RouteTally;
 
 /// One backend with its limits and retry policy.
 pub struct Route {
@@ -17,6 +18,8 @@ pub struct Route {
     pub backend: Arc<dyn Backend>,
     pub limits: RouteLimits,
     pub retry: RetryPolicy,
+    /// Attempts, throttles, retries, failures and time spent, since start.
+    pub tally: RouteTally,
 }
 
 impl Route {
@@ -31,6 +34,7 @@ impl Route {
             backend,
             limits: RouteLimits::new(limits),
             retry,
+            tally: RouteTally::default(),
         }
     }
 }

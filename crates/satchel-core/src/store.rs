@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
-    RequestKey, Settlement,
+    RequestKey, Settlement, StoreStats,
 };
 
 /// Failures of the storage engine itself (never a client's mistake).
@@ -182,5 +182,19 @@ pub trait Store: Send + Sync + 'static {
     /// equal share of the backends' limits. An engine only one node can use says 1.
     async fn live_nodes(&self) -> Result<u32, StoreError> {
         Ok(1)
+    }
+
+    /// Whether the engine answers: the readiness probe. The default makes the cheapest
+    /// read every engine has; an engine may override it with something cheaper.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.models().await.map(|_| ())
+    }
+
+    /// Batches by status, the counts summed, and the oldest waiting batch, over every
+    /// workspace: for the metrics. An engine without it leaves those series out.
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Err(StoreError::Task(
+            "this storage engine does not report statistics".into(),
+        ))
     }
 }

@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::backends;
 use crate::config::{ConfigError, ServerConfig};
+use crate::health::{self, Health};
 use crate::http::{HttpHandle, HttpServer, HttpShutdown};
+use crate::telemetry::{self, MeteredStore, MetricsError, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -33,6 +35,8 @@ pub enum StartError {
     Recover(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -46,11 +50,19 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The owner of this server's leases.
     pub node_id: String,
+    /// Where `/metrics` (and the probes) are served, with `--metrics-listen`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serves `/metrics`; stopped last, so a drain can be watched to its end.
+    metrics_server: Option<HttpServer>,
     dispatcher: DispatcherHandle,
     housekeeping: JoinHandle<()>,
     /// Keeps this node's share of the backends' limits in step with the live nodes.
     shares: JoinHandle<()>,
     server: HttpServer,
+    /// What `/readyz` reports; marked draining as a shutdown starts.
+    health: Arc<Health>,
+    /// How long a graceful shutdown keeps serving, not ready, before it drains.
+    drain_delay: Duration,
 }
 
 /// What a graceful shutdown did.
@@ -65,6 +77,9 @@ impl RunningServer {
     /// Waits until the HTTP server stops (it runs until shut down through [`Self::http`]).
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.wait().await;
+        if let Some(metrics) = self.metrics_server {
+            metrics.abort();
+        }
         self.housekeeping.abort();
         self.shares.abort();
         self.dispatcher.abort();
@@ -80,6 +95,9 @@ impl RunningServer {
     /// store, and run again when this node starts again (or their leases run out).
     pub fn stop(self) {
         self.server.abort();
+        if let Some(metrics) = self.metrics_server {
+            metrics.abort();
+        }
         self.housekeeping.abort();
         self.shares.abort();
         self.dispatcher.abort();
@@ -89,12 +107,24 @@ impl RunningServer {
     /// rest are cut); no new claims; requests not yet sent are given back at once; attempts
     /// in flight may finish and are stored; whatever still runs when the window closes is
     /// given back.
+    ///
+    /// First `/readyz` turns 503 and, for the configured drain delay, everything else goes
+    /// on as before: load balancers see the node is not ready and stop sending to it before
+    /// it stops accepting.
     pub async fn shutdown(self, window: Duration) -> ShutdownReport {
+        self.health.start_draining();
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.drain_delay, "not ready; serving on until load balancers notice");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let http = self.server.handle();
         let (dispatch, http) = tokio::join!(self.dispatcher.drain(window), http.shutdown(window));
         self.housekeeping.abort();
         self.shares.abort();
         self.server.abort();
+        if let Some(metrics) = self.metrics_server {
+            metrics.abort();
+        }
         ShutdownReport { dispatch, http }
     }
 }
@@ -135,10 +165,21 @@ fn check(config: &ServerConfig) -> Result<(), StartError> {
 /// configured backends, else the emulator), housekeeping and the HTTP server.
 pub async fn start_with(
     config: ServerConfig,
-    store: Arc<dyn Store>,
+    mut store: Arc<dyn Store>,
 ) -> Result<RunningServer, StartError> {
     check(&config)?;
     let (routes, route_capacity) = backends::build(&config)?;
+    let routes = Arc::new(routes);
+
+    // Metrics only when they are served: without a recorder, recording them is a no-op.
+    let telemetry = match config.metrics_listen {
+        Some(_) => {
+            store = MeteredStore::wrap(store);
+            let node = &config.dispatch.node_id;
+            Some(Telemetry::install(node, store.clone(), routes.clone())?)
+        }
+        None => None,
+    };
     for route in routes.routes() {
         tracing::info!(backend = %route.name, "backend ready");
     }
@@ -163,9 +204,10 @@ pub async fn start_with(
         max_in_flight: route_capacity,
         ..config.dispatch.clone()
     };
-    let routes = Arc::new(routes);
+
     let shares = share_limits(store.clone(), routes.clone()).await;
-    let dispatcher = Dispatcher::new(store.clone(), routes, dispatch, work_arrived).spawn();
+    let dispatcher = Dispatcher::new(store.clone(), routes.clone(), dispatch, work_arrived).spawn();
+    let health = Health::new(store.clone());
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
 
@@ -177,6 +219,15 @@ pub async fn start_with(
         addr: config.listen,
         source,
     })?;
+    // Both addresses are taken before anything serves: a second one that is busy stops the
+    // start before the first is reachable.
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some((
+            at,
+            crate::http::bind(at).map_err(|source| StartError::Listen { addr: at, source })?,
+        )),
+        None => None,
+    };
     if config.keys.is_open() {
         tracing::warn!(%addr, "no API keys configured: accepting any key (loopback only), workspace \"default\"");
     } else {
@@ -191,21 +242,39 @@ pub async fn start_with(
         cors: Arc::new(api::cors::CorsPolicy::new(
             config.cors_allowed_origins.clone(),
         )),
+        routes,
     };
-    let app = api::router(state);
+    let app = api::router(state)
+        .merge(health::router(health.clone()))
+        .merge(crate::dashboard::assets());
     let server =
         HttpServer::start(listener, app, &config.http).map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
         })?;
+    let metrics_server = match (telemetry, metrics_listener) {
+        (Some(telemetry), Some((at, listener))) => {
+            let router = telemetry::router(telemetry).merge(health::router(health.clone()));
+            let server = HttpServer::start(listener, router, &config.http)
+                .map_err(|source| StartError::Listen { addr: at, source })?;
+            tracing::info!(addr = %server.addr(), "serving /metrics, /healthz and /readyz");
+            Some(server)
+        }
+        _ => None,
+    };
+    let metrics_addr = metrics_server.as_ref().map(HttpServer::addr);
     tracing::info!(%addr, node = %node_id, db = %config.db_for_logs(), "Satchel is serving the Message Batches API");
     Ok(RunningServer {
         addr,
         node_id,
+        metrics_addr,
+        metrics_server,
         dispatcher,
         housekeeping,
         shares,
         server,
+        health,
+        drain_delay: config.drain_delay,
     })
 }
 

@@ -34,10 +34,18 @@ pub struct ServerConfig {
     pub http: HttpConfig,
     /// Browser origins allowed beyond the SDK's browser header (`*`: any).
     pub cors_allowed_origins: Vec<String>,
+    /// On a graceful shutdown, how long to go on serving with `/readyz` answering 503
+    /// before draining, so load balancers stop sending first.
+    pub drain_delay: Duration,
+    /// Where to serve `/metrics` (and the probes again); none: metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How long a graceful shutdown waits for attempts in flight and open responses.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// By default a shutdown drains at once (set a delay where a load balancer probes `/readyz`).
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
 
 /// The default node id: this host's name and the database's absolute path, so it is the same
 /// at every restart of the same server and differs between servers.
@@ -163,6 +171,8 @@ impl ServerConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             http: HttpConfig::default(),
             cors_allowed_origins: Vec::new(),
+            drain_delay: DEFAULT_DRAIN_DELAY,
+            metrics_listen: None,
         }
     }
 }

@@ -5,7 +5,10 @@
 //! - [`auth`]: API keys and the workspaces they belong to.
 //! - [`config`]: the typed configuration and the TOML config file.
 //! - [`backends`]: the routing table (model → backend, limits, retries) from the config.
+//! - [`dashboard`]: the operator's page at `/dashboard`, its assets embedded.
+//! - [`health`]: `/healthz` and `/readyz`, for orchestrators and load balancers.
 //! - [`http`]: the serving loop: accepts connections and serves them, with limits.
+//! - [`telemetry`]: `/metrics` (Prometheus), on its own listener.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
 pub mod api;
@@ -13,7 +16,10 @@ pub mod app;
 pub mod auth;
 pub mod backends;
 pub mod config;
+pub mod dashboard;
+pub mod health;
 pub mod http;
+pub mod telemetry;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
 pub use config::{

@@ -261,6 +261,10 @@ impl Store for PostgresStore {
         node::live_nodes(&self.pool).await
     }
 
+    async fn stats(&self) -> Result<satchel_core::model::StoreStats, StoreError> {
+        read::stats(&self.pool).await
+    }
+
     fn watch(&self, work_arrived: Arc<Notify>) {
         if let Ok(mut waker) = self.waker.lock() {
             *waker = Some(work_arrived);

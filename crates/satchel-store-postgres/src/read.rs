@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use deadpool_postgres::Pool;
-use satchel_core::model::{BatchRecord, ListCursor};
+use satchel_core::model::{BatchRecord, ListCursor, StoreStats};
 use satchel_core::store::{ResultStream, StoreError};
 use satchel_wire::Timestamp;
 use tokio::sync::mpsc;
@@ -193,4 +193,50 @@ async fn send_results(
         }
     }
     Ok(())
+}
+
+/// The figures behind the metrics: batches by state, the counts summed, the oldest batch
+/// still waiting. One pass over `batches` (no requests, no queue rows), so a scrape stays
+/// cheap however many requests are stored.
+pub(crate) async fn stats(pool: &Pool) -> Result<StoreStats, StoreError> {
+    let client = connection(pool).await?;
+    let rows = client
+        .query(
+            "SELECT state::bigint, count(*), sum(processing)::bigint, sum(succeeded)::bigint,
+                    sum(errored)::bigint, sum(canceled)::bigint, sum(expired)::bigint,
+                    min(CASE WHEN processing > 0 THEN created_at END)
+             FROM batches WHERE state IN (1, 2, 3) GROUP BY state",
+            &[],
+        )
+        .await
+        .map_err(engine)?;
+    let mut stats = StoreStats::default();
+    let count = |row: &tokio_postgres::Row, i| {
+        row.try_get::<_, Option<i64>>(i)
+            .map(|n| n.unwrap_or(0).max(0) as u64)
+            .map_err(engine)
+    };
+    for row in &rows {
+        let state: i64 = row.try_get(0).map_err(engine)?;
+        let batches = count(row, 1)?;
+        match state {
+            1 => stats.in_progress = batches,
+            2 => stats.canceling = batches,
+            _ => stats.ended = batches,
+        }
+        let counts = &mut stats.requests;
+        counts.processing += count(row, 2)?;
+        counts.succeeded += count(row, 3)?;
+        counts.errored += count(row, 4)?;
+        counts.canceled += count(row, 5)?;
+        counts.expired += count(row, 6)?;
+        if let Some(at) = row
+            .try_get::<_, Option<i64>>(7)
+            .map_err(engine)?
+            .map(Timestamp::from_micros)
+        {
+            stats.oldest_waiting = Some(stats.oldest_waiting.map_or(at, |o| o.min(at)));
+        }
+    }
+    Ok(stats)
 }

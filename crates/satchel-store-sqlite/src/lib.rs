@@ -18,6 +18,7 @@ mod ingest;
 mod ops;
 mod pool;
 mod results;
+mod stats;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use satchel_core::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
-    RequestKey, Settlement,
+    RequestKey, Settlement, StoreStats,
 };
 use satchel_core::store::{ResultStream, Store, StoreError};
 use satchel_wire::Timestamp;
@@ -279,5 +280,9 @@ impl Store for SqliteStore {
     async fn recover(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
         self.write(move |c| ops::recover(c, &owner)).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.read(stats::stats).await
     }
 }

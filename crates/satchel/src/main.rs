@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Message Batches API (embedded SQLite store, emulator backend).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, follow, list and fetch batches from the shell (Satchel or Anthropic's API).
     Batch(batch::BatchArgs),
     /// Run a fake model server (Anthropic and OpenAI formats) with latency and fault
@@ -29,7 +29,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Batch(args) => batch::run(args),
         Command::MockUpstream(args) => mock::run(args),
     }

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use satchel_server::auth::DEFAULT_WORKSPACE;
 use satchel_server::config::{
-    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_DRAIN_DELAY, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
 };
 use satchel_server::{ConfigFile, ServerConfig};
 
@@ -112,9 +113,30 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
+    /// On SIGTERM or SIGINT: how long to go on serving, with /readyz answering 503, before
+    /// draining, so load balancers stop sending first (e.g. 10s behind a Kubernetes Service).
+    #[arg(long, env = "SATCHEL_DRAIN_DELAY", default_value_t = DEFAULT_DRAIN_DELAY.into())]
+    drain_delay: humantime::Duration,
+
+    /// Serve Prometheus metrics at /metrics (and /healthz, /readyz) on this address, apart
+    /// from the API and its keys, e.g. 0.0.0.0:9090 on a private interface. Default: off.
+    #[arg(long, env = "SATCHEL_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `satchel_core=debug`.
     #[arg(long, env = "SATCHEL_LOG", default_value = "info")]
     log: String,
+
+    /// Log lines as text for people, or one JSON object a line for log shippers.
+    #[arg(long, env = "SATCHEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -177,18 +199,31 @@ impl ServeArgs {
         }
         config.dispatch.lease_ttl = self.lease_ttl;
         config.shutdown_timeout = self.shutdown_timeout;
+        config.drain_delay = self.drain_delay.into();
+        config.metrics_listen = self.metrics_listen;
         Ok(config)
     }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object a line, the event's fields at the top level beside `timestamp`,
+        // `level`, `target` and `message`.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     let config = args.into_config()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {

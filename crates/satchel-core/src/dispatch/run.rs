@@ -66,12 +66,23 @@ pub(crate) async fn run_one(
         if !lease.may_start(signals.book) || signals.stopping.is_cancelled() {
             return released;
         }
+        let started = std::time::Instant::now();
         let attempt = tokio::select! {
             attempt = route.backend.send(&request.params, &headers) => attempt,
             // The shutdown window is over: the upstream's answer will not be stored.
             () = signals.cut.cancelled() => return released,
         };
         drop(admission);
+        let outcome = match &attempt {
+            Attempt::Message(_) => "success",
+            Attempt::Failed(failure) => match failure.retry {
+                Retry::Throttled { .. } => "throttled",
+                Retry::Transient { .. } => "transient",
+                Retry::Unreachable { .. } => "unreachable",
+                Retry::Never => "rejected",
+            },
+        };
+        route.tally.attempt(&route.name, outcome, started.elapsed());
         let failure = match attempt {
             Attempt::Message(message) => {
                 route.limits.succeeded();
@@ -101,6 +112,7 @@ pub(crate) async fn run_one(
             if failure.is_retryable() {
                 tracing::warn!(route = %route.name, kind = failure.kind.as_str(), attempts = retries + 1, "giving up on a request");
             }
+            route.tally.failure(&route.name, failure.kind.as_str());
             return errored(&request, failure.kind, &failure.message);
         }
         if signals.stopping.is_cancelled() {
@@ -111,6 +123,7 @@ pub(crate) async fn run_one(
             () = tokio::time::sleep(delay) => {}
             () = signals.stopping.cancelled() => return released,
         }
+        route.tally.retry(&route.name);
         if own_failure {
             retries += 1;
         }

@@ -12,13 +12,13 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use satchel_core::ingest::IngestError;
 use satchel_core::model::ListCursor;
-use satchel_core::{BatchError, UpstreamHeaders};
+use satchel_core::{BatchError, UpstreamHeaders, observe};
 use satchel_wire::{
     DeletedMessageBatch, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, ListPage, MAX_CREATE_BODY_BYTES,
     MessageBatch, quote_short,
 };
 
-use super::context::Caller;
+use super::context::{BatchId, Caller};
 use super::{ApiError, AppState, body, convert};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -38,7 +38,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     request: Request,
-) -> ApiResult<Json<MessageBatch>> {
+) -> ApiResult<(Extension<BatchId>, Json<MessageBatch>)> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -63,12 +63,20 @@ pub async fn create(
         MAX_CREATE_BODY_BYTES,
         state.body_idle_timeout,
     );
-    match state
+    let started = std::time::Instant::now();
+    let created = state
         .batches
         .create(&caller.workspace, &forwarded, reader)
-        .await
-    {
-        Ok(record) => Ok(Json(convert::batch(record, &caller.base_url))),
+        .await;
+    metrics::histogram!(observe::CREATE_DURATION).record(started.elapsed().as_secs_f64());
+    match created {
+        Ok(record) => Ok((
+            {
+                metrics::counter!(observe::INGEST_REQUESTS).increment(record.counts.total());
+                Extension(BatchId(record.id.clone()))
+            },
+            Json(convert::batch(record, &caller.base_url)),
+        )),
         Err(BatchError::Ingest(IngestError::Read(_))) if overflow.happened() => {
             Err(ApiError::TooLarge)
         }
@@ -175,6 +183,8 @@ pub async fn results(
         .batches
         .results(&caller.workspace, known_shape(&id)?)
         .await?;
+    let sent = metrics::counter!(observe::RESULTS_BYTES);
+    let lines = lines.inspect_ok(move |page| sent.increment(page.len() as u64));
     let body = Body::from_stream(lines.map_err(|e| {
         // Mid-stream the status is already sent: the connection is cut, the client sees a
         // truncated body rather than a wrong one.

@@ -73,7 +73,13 @@ pub fn body_reader(
             Err(_) => Some((Err(io::Error::from(io::ErrorKind::TimedOut)), chunks)),
         }
     });
-    let raw = StreamReader::new(Box::pin(watched));
+    // Bytes as received (before decoding), for the metrics.
+    let counted = watched.inspect(|chunk| {
+        if let Ok(chunk) = chunk {
+            metrics::counter!(satchel_core::observe::INGEST_BYTES).increment(chunk.len() as u64);
+        }
+    });
+    let raw = StreamReader::new(Box::pin(counted));
     let decoded: Pin<Box<dyn AsyncRead + Send>> = match encoding {
         Encoding::Identity => Box::pin(raw),
         Encoding::Gzip => {

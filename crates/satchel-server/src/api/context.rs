@@ -1,10 +1,11 @@
 //! The layer every request passes: request id, key, `anthropic-version`, error envelope.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use satchel_core::observe;
 use satchel_wire::{ErrorResponse, ErrorType, ids};
 
 use super::error::{ApiError, WireError};
@@ -20,11 +21,21 @@ pub struct Caller {
     pub base_url: String,
 }
 
+/// The batch a response is about, when its path does not say (a create): for the log line.
+#[derive(Debug, Clone)]
+pub struct BatchId(pub String);
+
 pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let request_id = ids::new_request_id();
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The route's template (its `{id}` unfilled), so log lines and metrics group by route.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let mut response = match admit(&state, &request) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
@@ -36,9 +47,35 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("request-id", value);
     }
-    // Method, path and status only: never headers (keys) or bodies.
-    tracing::info!(%request_id, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let batch_id = match response.extensions().get::<BatchId>() {
+        Some(id) => Some(id.0.clone()),
+        None if route.contains("{id}") => batch_id_in(&path).map(str::to_owned),
+        None => None,
+    };
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!(observe::HTTP_REQUESTS, "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(observe::HTTP_DURATION, "route" => route.clone(), "method" => method.to_string())
+        .record(elapsed.as_secs_f64());
+    // Method, route, path and status only: never headers (keys) or bodies.
+    tracing::info!(
+        %request_id,
+        %method,
+        %route,
+        %path,
+        status,
+        elapsed_ms = elapsed.as_millis() as u64,
+        batch_id = batch_id.as_deref(),
+        "request"
+    );
     response
+}
+
+/// The `{id}` of `/v1/messages/batches/{id}[/…]`.
+fn batch_id_in(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/messages/batches/")?;
+    rest.split('/').next().filter(|id| !id.is_empty())
 }
 
 fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
@@ -135,5 +172,18 @@ mod tests {
         assert!(super::looks_like_a_date("2026-10-21"));
         assert!(!super::looks_like_a_date("2023-6-1"));
         assert!(!super::looks_like_a_date("latest"));
+    }
+
+    #[test]
+    fn batch_ids_come_from_paths() {
+        assert_eq!(
+            super::batch_id_in("/v1/messages/batches/msgbatch_1/results"),
+            Some("msgbatch_1")
+        );
+        assert_eq!(
+            super::batch_id_in("/v1/messages/batches/msgbatch_2"),
+            Some("msgbatch_2")
+        );
+        assert_eq!(super::batch_id_in("/v1/messages/batches"), None);
     }
 }

@@ -38,6 +38,8 @@ pub struct AppState {
     pub body_idle_timeout: std::time::Duration,
     /// Which browser origins may call the API (see [`cors`]).
     pub cors: Arc<cors::CorsPolicy>,
+    /// The routing table, for the dashboard's view of the backends.
+    pub routes: Arc<satchel_core::routing::Routes>,
 }
 
 /// Smaller answers are not worth compressing.
@@ -56,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
+        .route("/dashboard/api/backends", get(crate::dashboard::backends))
         .fallback(batches::unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
