@@ -45,6 +45,7 @@ macro_rules! store_conformance {
             lease_tokens_strictly_increase,
             claims_take_only_the_models_asked_for,
             claims_carry_their_batch_upstream_headers,
+            stats_sum_batches_and_requests_over_workspaces,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -805,4 +806,22 @@ pub async fn claims_carry_their_batch_upstream_headers(store: Arc<dyn Store>) {
     }
     assert_eq!(get(&store, "w", &with).await.counts.succeeded, 700);
     assert_eq!(get(&store, "w", &without).await.counts.succeeded, 5);
+}
+
+/// The figures behind the metrics: batches by state and the five counts, over every
+/// workspace, and when the oldest batch with requests still to run was created.
+pub async fn stats_sum_batches_and_requests_over_workspaces(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let running = create(&store, "w", 4, now).await;
+    let canceled = create(&store, "v", 3, now.plus(Duration::from_secs(1))).await;
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.in_progress, stats.canceling, stats.ended), (2, 0, 0));
+    assert_eq!(stats.requests.processing, 7);
+    assert_eq!(stats.oldest_waiting, Some(now));
+    store.cancel_batch("v", &canceled, now).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.in_progress, stats.canceling, stats.ended), (1, 0, 1));
+    assert_eq!(stats.requests.processing, 4);
+    assert_eq!(stats.requests.canceled, 3);
+    assert!(store.get_batch("w", &running).await.unwrap().is_some());
 }
