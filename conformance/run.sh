@@ -12,6 +12,8 @@
 #   SATCHEL_CONFORMANCE_CACHE   where the Python venvs live (default ~/.cache/satchel-conformance)
 #   SATCHEL_CONFORMANCE_PYTHON  the interpreter that makes the venvs (default python3)
 #   SATCHEL_CONFORMANCE_ONLY    run only the SDK runs whose name contains this (e.g. "0.125", "ts")
+#   SATCHEL_CONFORMANCE_ENGINE  sqlite (default) or postgres: two nodes on a throwaway PostgreSQL
+#                               cluster (Debian's binaries), the scenarios alternating between them
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -34,30 +36,67 @@ ONLY="${SATCHEL_CONFORMANCE_ONLY:-}"
 mkdir -p "$CACHE"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/satchel-conformance.XXXXXX")"
-SERVER_PID=""
+SERVER_PIDS=()
+PG_DIR=""
+PG_CTL=""
+AS_PG=()
 
 on_exit() {
     local rc=$?
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
+    for pid in ${SERVER_PIDS[@]+"${SERVER_PIDS[@]}"}; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    if [[ -n "$PG_DIR" ]]; then
+        ${AS_PG[@]+"${AS_PG[@]}"} "$PG_CTL" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
     fi
     if [[ $rc -ne 0 ]]; then
-        if [[ -s "$TMP/server.log" ]]; then
-            echo "======== server log ($TMP/server.log, last 400 lines) ========"
-            tail -n 400 "$TMP/server.log"
+        for f in "$TMP"/server*.log; do
+            [[ -s "$f" ]] || continue
+            echo "======== server log ($f, last 400 lines) ========"
+            tail -n 400 "$f"
             echo "======== end of server log ========"
-        fi
+        done
         echo "conformance: FAILED (exit $rc); kept $TMP" >&2
     else
         rm -rf "$TMP"
+        if [[ -n "$PG_DIR" ]]; then rm -rf "$PG_DIR"; fi
     fi
 }
 trap on_exit EXIT
 
 log() { echo "conformance: $*"; }
+free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# ---- config and server --------------------------------------------------------------------------
+# ---- the store: a SQLite file, or a throwaway PostgreSQL cluster ---------------------------------
+# SATCHEL_CONFORMANCE_ENGINE=postgres: two nodes on one PostgreSQL database, and the scenarios
+# alternate between them call by call (they get the second node in SATCHEL_OTHER_BASE_URL).
+ENGINE="${SATCHEL_CONFORMANCE_ENGINE:-sqlite}"
+start_postgres() { # sets DB_URL (not in a subshell: on_exit must see PG_DIR)
+    local bin port
+    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    if [[ -z "$bin" || ! -x "$bin/initdb" ]]; then
+        log "FAILED: PostgreSQL is not installed (apt-get install -y postgresql)"
+        exit 1
+    fi
+    PG_CTL="$bin/pg_ctl"
+    PG_DIR="$(mktemp -d /tmp/satchel-conformance-pg.XXXXXX)"
+    chmod 755 "$PG_DIR"
+    if [[ $EUID -eq 0 ]]; then # initdb refuses to run as root
+        chown postgres "$PG_DIR"
+        AS_PG=(runuser -u postgres --)
+    fi
+    port="$(free_port)"
+    ${AS_PG[@]+"${AS_PG[@]}"} "$bin/initdb" -D "$PG_DIR/data" -A trust -U satchel >"$TMP/pg-init.log" 2>&1
+    ${AS_PG[@]+"${AS_PG[@]}"} "$PG_CTL" -D "$PG_DIR/data" -l "$PG_DIR/pg.log" -w \
+        -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+    "$bin/createdb" -h 127.0.0.1 -p "$port" -U satchel conformance
+    DB_URL="postgres://satchel@127.0.0.1:$port/conformance"
+}
+
+# ---- config and servers -------------------------------------------------------------------------
 cat >"$TMP/satchel.toml" <<'EOF'
 [[api_keys]]
 key = "sk-conf-a"
@@ -67,29 +106,44 @@ key = "sk-conf-b"
 workspace = "team-b"
 EOF
 
-PORT="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-BASE_URL="http://127.0.0.1:$PORT"
+start_server() { # DB LOG: starts a node, sets STARTED_URL, appends its pid to SERVER_PIDS
+    local db=$1 logfile=$2 port
+    port="$(free_port)"
+    STARTED_URL="http://127.0.0.1:$port"
+    log "starting $BIN on $STARTED_URL"
+    "$BIN" serve --listen "127.0.0.1:$port" --db "$db" --config "$TMP/satchel.toml" \
+        --emulator-latency 1s --expiry 24h </dev/null >"$logfile" 2>&1 &
+    local pid=$!
+    SERVER_PIDS+=("$pid")
+    for ((i = 0; ; i++)); do
+        if curl -s -o /dev/null --max-time 2 "$STARTED_URL/v1/messages/batches"; then
+            break
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "FAILED: the server at $STARTED_URL exited before answering"
+            exit 1
+        fi
+        if ((i >= 60)); then
+            log "FAILED: the server did not answer on $STARTED_URL within 30 s"
+            exit 1
+        fi
+        sleep 0.5
+    done
+}
 
-log "starting $BIN on $BASE_URL"
-"$BIN" serve --listen "127.0.0.1:$PORT" --db "$TMP/conformance.db" --config "$TMP/satchel.toml" \
-    --emulator-latency 1s --expiry 24h </dev/null >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-
-for ((i = 0; ; i++)); do
-    if curl -s -o /dev/null --max-time 2 "$BASE_URL/v1/messages/batches"; then
-        break
-    fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        log "FAILED: the server exited before answering"
-        exit 1
-    fi
-    if ((i >= 60)); then
-        log "FAILED: the server did not answer on $BASE_URL within 30 s"
-        exit 1
-    fi
-    sleep 0.5
-done
-log "server is up (pid $SERVER_PID)"
+OTHER_BASE_URL=""
+if [[ "$ENGINE" == postgres ]]; then
+    start_postgres
+    start_server "$DB_URL" "$TMP/server.log"
+    BASE_URL="$STARTED_URL"
+    start_server "$DB_URL" "$TMP/server-2.log"
+    OTHER_BASE_URL="$STARTED_URL"
+    log "two nodes on one PostgreSQL database: $BASE_URL and $OTHER_BASE_URL"
+else
+    start_server "$TMP/conformance.db" "$TMP/server.log"
+    BASE_URL="$STARTED_URL"
+fi
+log "servers are up (pids ${SERVER_PIDS[*]})"
 
 # ---- SDK installs (cached) ----------------------------------------------------------------------
 python_venv() { # VERSION -> prints the venv's python, installing anthropic==VERSION if needed
@@ -129,7 +183,7 @@ run_sdk() { # NAME COMMAND...
     fi
     log "==== $name ===="
     local out="$TMP/run-${name//[^a-zA-Z0-9.]/_}.log" rc=0
-    SATCHEL_BASE_URL="$BASE_URL" timeout "$SCENARIO_TIMEOUT" "$@" 2>&1 | tee "$out" || rc=$?
+    SATCHEL_BASE_URL="$BASE_URL" SATCHEL_OTHER_BASE_URL="$OTHER_BASE_URL" timeout "$SCENARIO_TIMEOUT" "$@" 2>&1 | tee "$out" || rc=$?
     if [[ $rc -eq 0 ]]; then
         PASSED=$((PASSED + 1))
     else
@@ -153,11 +207,13 @@ if [[ -z "$ONLY" || "ts @anthropic-ai/sdk" == *"$ONLY"* ]]; then
     run_sdk "ts @anthropic-ai/sdk@$ts_version" node "$HERE/ts/scenario.mjs"
 fi
 
-if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    log "!!!! the server died during the runs"
-    FAILED=$((FAILED + 1))
-    FAILURES+=("server: exited during the runs")
-fi
+for pid in "${SERVER_PIDS[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+        log "!!!! a server died during the runs"
+        FAILED=$((FAILED + 1))
+        FAILURES+=("server $pid: exited during the runs")
+    fi
+done
 
 echo
 for f in ${FAILURES[@]+"${FAILURES[@]}"}; do

@@ -57,8 +57,28 @@ def section(title):
     print(f"--- {title}", flush=True)
 
 
+OTHER_BASE_URL = os.environ.get("SATCHEL_OTHER_BASE_URL", "").rstrip("/")
+
+
+class Alternating:
+    """Several nodes sharing one store, seen as one client: each call (each attribute taken
+    from the client, as in `c.messages.batches.retrieve(...)`) goes to the next node."""
+
+    def __init__(self, clients):
+        self._clients = clients
+        self._next = 0
+
+    def __getattr__(self, name):
+        c = self._clients[self._next % len(self._clients)]
+        self._next += 1
+        return getattr(c, name)
+
+
 def client(key=KEY_A):
-    return anthropic.Anthropic(api_key=key, base_url=BASE_URL, _strict_response_validation=True, max_retries=0)
+    urls = [BASE_URL] + ([OTHER_BASE_URL] if OTHER_BASE_URL else [])
+    clients = [anthropic.Anthropic(api_key=key, base_url=u, _strict_response_validation=True, max_retries=0)
+               for u in urls]
+    return clients[0] if len(clients) == 1 else Alternating(clients)
 
 
 def params(text="Hello, world", max_tokens=64, **overrides):
@@ -162,7 +182,8 @@ def check_raw_batch(name, doc):
 # --------------------------------------------------------------------------------------------
 
 def main():
-    print(f"=== {SDK} against {BASE_URL}", flush=True)
+    print(f"=== {SDK} against {BASE_URL}" + (f" and {OTHER_BASE_URL}, alternating" if OTHER_BASE_URL else ""),
+          flush=True)
     a = client()
     created = []
 
@@ -359,8 +380,9 @@ def main():
                  lambda: a.messages.batches.list(limit=0))
     expect_error("list limit=1001", anthropic.BadRequestError, 400, "invalid_request_error", None,
                  lambda: a.messages.batches.list(limit=1001))
-    expect_error("list with both cursors", anthropic.BadRequestError, 400, "invalid_request_error", None,
-                 lambda: a.messages.batches.list(after_id=ids1[0], before_id=ids2[0]))
+    between = a.messages.batches.list(after_id=seen[0], before_id=seen[3])
+    check("list with both cursors: the batches strictly between them", [x.id for x in between.data] == seen[1:3],
+          ([x.id for x in between.data], seen[1:3]))
 
     # ---- workspace isolation ------------------------------------------------------------------
     section("workspace isolation")

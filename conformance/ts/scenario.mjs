@@ -48,8 +48,24 @@ function recordingFetch(url, init = {}) {
   return fetch(url, init);
 }
 
-const makeClient = (apiKey = KEY_A) =>
-  new Anthropic({ apiKey, baseURL: BASE_URL, maxRetries: 0, fetch: recordingFetch });
+const OTHER_BASE_URL = (process.env.SATCHEL_OTHER_BASE_URL || '').replace(/\/+$/, '');
+
+// Several nodes sharing one store, seen as one client: each call (each property taken from
+// the client, as in `c.messages.batches.retrieve(...)`) goes to the next node.
+const makeClient = (apiKey = KEY_A) => {
+  const clients = [BASE_URL, ...(OTHER_BASE_URL ? [OTHER_BASE_URL] : [])]
+    .map((baseURL) => new Anthropic({ apiKey, baseURL, maxRetries: 0, fetch: recordingFetch }));
+  if (clients.length === 1) return clients[0];
+  let next = 0;
+  return new Proxy(clients[0], {
+    get: (_, prop) => {
+      const c = clients[next++ % clients.length];
+      const value = c[prop];
+      // Methods keep their own client as `this` (they read its private fields).
+      return typeof value === 'function' ? value.bind(c) : value;
+    },
+  });
+};
 
 const params = (text = 'Hello, world', maxTokens = 64) => {
   const p = { model: MODEL, messages: [{ role: 'user', content: text }] };
@@ -155,7 +171,7 @@ async function collect(asyncIterable) {
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  console.log(`=== ${SDK} against ${BASE_URL}`);
+  console.log(`=== ${SDK} against ${BASE_URL}${OTHER_BASE_URL ? ` and ${OTHER_BASE_URL}, alternating` : ''}`);
   const a = makeClient();
   const created = [];
 
@@ -244,7 +260,15 @@ async function main() {
   const lines = await collect(await a.messages.batches.results(id));
   const resultsReq = sent.at(-1);
   console.log(`      results fetched from ${resultsReq.url} with Accept: ${resultsReq.headers.get('accept')}`);
-  check('SDK fetched results_url verbatim', resultsReq.url === done.results_url, resultsReq.url);
+  if (OTHER_BASE_URL) {
+    // Two nodes: the SDK follows the results_url of the retrieve it just made, on either.
+    const fetched = new URL(resultsReq.url);
+    check('SDK fetched a results_url of one of the nodes',
+      fetched.pathname === new URL(done.results_url).pathname && [BASE_URL, OTHER_BASE_URL].includes(fetched.origin),
+      resultsReq.url);
+  } else {
+    check('SDK fetched results_url verbatim', resultsReq.url === done.results_url, resultsReq.url);
+  }
   check('results: exactly 3 lines', lines.length === 3, lines.length);
   check('results: submission order', sameList(lines.map((r) => r.custom_id), ['req-ok', 'req-bad', 'req-short']),
     lines.map((r) => r.custom_id));

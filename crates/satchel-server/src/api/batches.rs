@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use satchel_core::ingest::IngestError;
 use satchel_core::model::ListCursor;
 use satchel_core::{BatchError, UpstreamHeaders, observe};
@@ -184,7 +184,11 @@ pub async fn results(
         .results(&caller.workspace, known_shape(&id)?)
         .await?;
     let sent = metrics::counter!(observe::RESULTS_BYTES);
-    let lines = lines.inspect_ok(move |page| sent.increment(page.len() as u64));
+    // Fused: a body may be polled again after its end (the compression layer's reader does),
+    // and a store's stream need not allow that.
+    let lines = lines
+        .fuse()
+        .inspect_ok(move |page| sent.increment(page.len() as u64));
     let body = Body::from_stream(lines.map_err(|e| {
         // Mid-stream the status is already sent: the connection is cut, the client sees a
         // truncated body rather than a wrong one.
