@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod dispatch;
 pub mod emulator;
+pub mod fairness;
 pub mod forward;
 pub mod housekeeping;
 pub mod ingest;

@@ -18,43 +18,6 @@ use serde_json::value::RawValue;
 use crate::PostgresStore;
 use crate::db::{connection, db_time, engine, wall};
 
-/// What a node keeps between its claims.
-#[derive(Debug, Default)]
-pub(crate) struct ClaimState {
-    /// The batch served first last time, so the next claim starts after it (round robin).
-    last_batch: i64,
-    /// Counts claims, to rotate which workspace is served first.
-    rotation: usize,
-}
-
-/// The running batches grouped by workspace, in the order this claim serves them: workspaces
-/// and, within each, batches rotate from one claim to the next, so that when there is less
-/// room than batches, a different one goes first each time.
-fn round_robin(running: Vec<(i64, String)>, state: &mut ClaimState) -> Vec<Vec<i64>> {
-    let mut by_workspace: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (pk, workspace) in running {
-        by_workspace.entry(workspace).or_default().push(pk);
-    }
-    let mut workspaces: Vec<Vec<i64>> = by_workspace.into_values().collect();
-    for batches in &mut workspaces {
-        batches.sort_unstable();
-        let start = batches
-            .iter()
-            .position(|&pk| pk > state.last_batch)
-            .unwrap_or(0);
-        batches.rotate_left(start);
-    }
-    if !workspaces.is_empty() {
-        state.rotation = state.rotation.wrapping_add(1);
-        let start = state.rotation % workspaces.len();
-        workspaces.rotate_left(start);
-    }
-    if let Some(&first) = workspaces.first().and_then(|w| w.first()) {
-        state.last_batch = first;
-    }
-    workspaces
-}
-
 /// Each batch's share of `room`: each workspace an equal part, each of its batches an equal
 /// part of that (rounded up in serving order, so the shares add up to `room`).
 fn shares(workspaces: &[Vec<i64>], room: usize) -> Vec<(i64, i64)> {
@@ -153,7 +116,7 @@ pub(crate) async fn claim(
             .claims
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        round_robin(running, &mut state)
+        state.round_robin(running)
     };
     let first_sql = client
         .prepare_cached(&claim_sql(true))

@@ -112,7 +112,7 @@ pub struct PostgresStore {
     /// This node's start (its ingests are marked with it).
     instance: i64,
     /// The fair-share rotation of this node's claims.
-    claims: Mutex<claim::ClaimState>,
+    claims: Mutex<satchel_core::fairness::ClaimOrder>,
     /// Model ids already interned (an id never changes once given).
     models: Mutex<std::collections::HashMap<String, i32>>,
     waker: node::Waker,
@@ -153,7 +153,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             instance: node.instance,
-            claims: Mutex::new(claim::ClaimState::default()),
+            claims: Mutex::new(satchel_core::fairness::ClaimOrder::default()),
             models: Mutex::new(std::collections::HashMap::new()),
             waker,
             _node: node,

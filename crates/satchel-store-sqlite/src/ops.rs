@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use satchel_core::fairness::ClaimOrder;
 use satchel_core::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, ListCursor, ModelFilter, OutcomeKind, RequestKey,
     Settlement,
@@ -13,7 +14,6 @@ use satchel_wire::{ErrorType, ProcessingStatus, RequestCounts, Timestamp};
 use serde_json::value::RawValue;
 
 use crate::blobs::Blobs;
-use crate::pool::ClaimState;
 
 /// Request ids reserved for each batch: far more than any batch may hold.
 pub(crate) const IDS_PER_BATCH: i64 = 1 << 32;
@@ -254,34 +254,6 @@ fn purge_requests(conn: &Connection, batch: &BatchKey) -> rusqlite::Result<()> {
 
 // ---- the queue ----------------------------------------------------------------------------
 
-/// The running batches grouped by workspace, in the order this claim serves them: workspaces
-/// and, within each, batches rotate from one claim to the next, so that when there is less
-/// room than batches, a different one goes first each time.
-fn round_robin(running: Vec<(i64, String)>, state: &mut ClaimState) -> Vec<Vec<i64>> {
-    let mut by_workspace: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (pk, workspace) in running {
-        by_workspace.entry(workspace).or_default().push(pk);
-    }
-    let mut workspaces: Vec<Vec<i64>> = by_workspace.into_values().collect();
-    for batches in &mut workspaces {
-        batches.sort_unstable();
-        let start = batches
-            .iter()
-            .position(|&pk| pk > state.last_batch)
-            .unwrap_or(0);
-        batches.rotate_left(start);
-    }
-    if !workspaces.is_empty() {
-        state.rotation = state.rotation.wrapping_add(1);
-        let start = state.rotation % workspaces.len();
-        workspaces.rotate_left(start);
-    }
-    if let Some(&first) = workspaces.first().and_then(|w| w.first()) {
-        state.last_batch = first;
-    }
-    workspaces
-}
-
 /// The terms of the leases a claim grants.
 pub(crate) struct Lease<'a> {
     pub owner: &'a str,
@@ -292,7 +264,7 @@ pub(crate) struct Lease<'a> {
 pub(crate) fn claim(
     conn: &mut Connection,
     blobs: &Blobs,
-    state: &mut ClaimState,
+    order: &mut ClaimOrder,
     lease: &Lease<'_>,
     max: usize,
     models: &ModelFilter,
@@ -310,7 +282,7 @@ pub(crate) fn claim(
         )?
         .query_map([now.as_micros()], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let workspaces = round_robin(running, state);
+    let workspaces = order.round_robin(running);
     let token: i64 = tx
         .prepare_cached(
             "UPDATE meta SET value = value + 1 WHERE key = 'next_lease_token' RETURNING value",

@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use satchel_core::fairness::ClaimOrder;
 use satchel_core::model::{ClaimedRequest, ModelFilter};
 use satchel_wire::Timestamp;
 
@@ -21,18 +22,10 @@ use crate::ops;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
-/// What the writer keeps between claims.
-#[derive(Debug, Default)]
-pub(crate) struct ClaimState {
-    /// The batch served last, so the next claim starts after it (round robin).
-    pub last_batch: i64,
-    /// Counts claims, to rotate which workspace is served first.
-    pub rotation: usize,
-}
-
 pub(crate) struct Writer {
     pub conn: Connection,
-    pub claim: ClaimState,
+    /// The order claims serve batches in, rotating from one claim to the next.
+    pub claim: ClaimOrder,
 }
 
 pub(crate) struct Pool {
@@ -179,7 +172,7 @@ impl Pool {
             path: path.to_owned(),
             writer: Mutex::new(Writer {
                 conn,
-                claim: ClaimState::default(),
+                claim: ClaimOrder::default(),
             }),
             readers: Mutex::new(Vec::new()),
             checkpoint,
