@@ -3,7 +3,8 @@
 //! The TypeScript SDK in a browser (`dangerouslyAllowBrowser: true`) sends
 //! `anthropic-dangerous-direct-browser-access: true` with every request; such requests, and
 //! those from origins the operator allowed (`--cors-allow-origin`), get `Access-Control-*`
-//! headers. A request from a browser (it names an `Origin`) that has neither is refused with
+//! headers. A request from a browser (it names an `Origin` other than this server's own, as
+//! the dashboard's calls do) that has neither is refused with
 //! the API's 401 ("CORS requests must set 'anthropic-dangerous-direct-browser-access'
 //! header", see [`super::ApiError::CorsHeaderRequired`]). Preflights (`OPTIONS` with
 //! `Access-Control-Request-Method`) carry no key and are answered here, before any check:
@@ -44,12 +45,13 @@ impl CorsPolicy {
     }
 
     /// Whether a request with these headers may be served: it names no `Origin` (not a
-    /// browser), or carries the SDK's browser header, or comes from an allowed origin.
+    /// browser), comes from a page this server served (same origin: the dashboard), carries
+    /// the SDK's browser header, or comes from an allowed origin.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
         let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
             return true;
         };
-        has_browser_header(headers) || self.origin_allowed(origin)
+        same_origin(origin, headers) || has_browser_header(headers) || self.origin_allowed(origin)
     }
 
     /// Whether a preflight with these headers is allowed.
@@ -63,6 +65,17 @@ impl CorsPolicy {
             .any(|h| h.trim().eq_ignore_ascii_case(BROWSER_ACCESS_HEADER));
         announces_browser_header || self.origin_allowed(origin)
     }
+}
+
+/// Whether `origin` is this server as the request addressed it (its `Host`): a page of
+/// ours calling home, which is no cross-origin request at all.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
 fn has_browser_header(headers: &HeaderMap) -> bool {

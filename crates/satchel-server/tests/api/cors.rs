@@ -104,6 +104,21 @@ async fn browser_requests_need_the_header_or_an_allowed_origin() {
         "CORS requests must set 'anthropic-dangerous-direct-browser-access' header"
     );
 
+    // A page of this server calling home (the dashboard): same origin, not CORS.
+    let own = format!("http://{}", app.addr);
+    let reply = raw(
+        &app,
+        Method::POST,
+        &[
+            ("x-api-key", KEY_A),
+            ("anthropic-version", "2023-06-01"),
+            ("origin", &own),
+            ("content-type", "application/json"),
+        ],
+    )
+    .await;
+    assert_ne!(reply.status(), 401, "a same-origin call is not refused");
+
     // No Origin at all (not a browser): served as always.
     let reply = raw(&app, Method::GET, &base[..2]).await;
     assert_eq!(reply.status(), 200);
