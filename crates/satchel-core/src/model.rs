@@ -131,5 +131,33 @@ pub struct StoreStats {
     pub oldest_waiting: Option<Timestamp>,
 }
 
+impl StoreStats {
+    /// Adds one group of batches in `status`: how many, their five counts summed, and when
+    /// the oldest of them with requests still to run was created. (Each engine reads the
+    /// groups its own way; the summing is the same.)
+    pub fn add_group(
+        &mut self,
+        status: ProcessingStatus,
+        batches: u64,
+        counts: RequestCounts,
+        oldest_waiting: Option<Timestamp>,
+    ) {
+        match status {
+            ProcessingStatus::InProgress => self.in_progress += batches,
+            ProcessingStatus::Canceling => self.canceling += batches,
+            ProcessingStatus::Ended => self.ended += batches,
+        }
+        let sum = &mut self.requests;
+        sum.processing += counts.processing;
+        sum.succeeded += counts.succeeded;
+        sum.errored += counts.errored;
+        sum.canceled += counts.canceled;
+        sum.expired += counts.expired;
+        if let Some(at) = oldest_waiting {
+            self.oldest_waiting = Some(self.oldest_waiting.map_or(at, |o| o.min(at)));
+        }
+    }
+}
+
 /// The model id of a request whose params name no model (they end errored when run).
 pub const NO_MODEL: i64 = 0;

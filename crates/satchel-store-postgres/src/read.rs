@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use deadpool_postgres::Pool;
 use satchel_core::model::{BatchRecord, ListCursor, StoreStats};
 use satchel_core::store::{ResultStream, StoreError};
-use satchel_wire::Timestamp;
+use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::db::{BATCH_COLUMNS, batch_from_row, connection, engine, find_batch};
@@ -217,26 +217,23 @@ pub(crate) async fn stats(pool: &Pool) -> Result<StoreStats, StoreError> {
             .map_err(engine)
     };
     for row in &rows {
-        let state: i64 = row.try_get(0).map_err(engine)?;
-        let batches = count(row, 1)?;
-        match state {
-            1 => stats.in_progress = batches,
-            2 => stats.canceling = batches,
-            _ => stats.ended = batches,
-        }
-        let counts = &mut stats.requests;
-        counts.processing += count(row, 2)?;
-        counts.succeeded += count(row, 3)?;
-        counts.errored += count(row, 4)?;
-        counts.canceled += count(row, 5)?;
-        counts.expired += count(row, 6)?;
-        if let Some(at) = row
+        let status = match row.try_get::<_, i64>(0).map_err(engine)? {
+            1 => ProcessingStatus::InProgress,
+            2 => ProcessingStatus::Canceling,
+            _ => ProcessingStatus::Ended,
+        };
+        let counts = RequestCounts {
+            processing: count(row, 2)?,
+            succeeded: count(row, 3)?,
+            errored: count(row, 4)?,
+            canceled: count(row, 5)?,
+            expired: count(row, 6)?,
+        };
+        let oldest = row
             .try_get::<_, Option<i64>>(7)
             .map_err(engine)?
-            .map(Timestamp::from_micros)
-        {
-            stats.oldest_waiting = Some(stats.oldest_waiting.map_or(at, |o| o.min(at)));
-        }
+            .map(Timestamp::from_micros);
+        stats.add_group(status, count(row, 1)?, counts, oldest);
     }
     Ok(stats)
 }

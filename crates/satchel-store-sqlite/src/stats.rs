@@ -4,7 +4,7 @@
 
 use rusqlite::Connection;
 use satchel_core::model::StoreStats;
-use satchel_wire::Timestamp;
+use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
 
 pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<StoreStats> {
     let mut stats = StoreStats::default();
@@ -17,22 +17,20 @@ pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<StoreStats> {
     // Counts are never negative; SQLite hands them out as i64.
     let count = |row: &rusqlite::Row<'_>, i| row.get::<_, i64>(i).map(|n| n.max(0) as u64);
     while let Some(row) = rows.next()? {
-        let state: i64 = row.get(0)?;
-        let batches = count(row, 1)?;
-        match state {
-            1 => stats.in_progress = batches,
-            2 => stats.canceling = batches,
-            _ => stats.ended = batches,
-        }
-        let counts = &mut stats.requests;
-        counts.processing += count(row, 2)?;
-        counts.succeeded += count(row, 3)?;
-        counts.errored += count(row, 4)?;
-        counts.canceled += count(row, 5)?;
-        counts.expired += count(row, 6)?;
-        if let Some(at) = row.get::<_, Option<i64>>(7)?.map(Timestamp::from_micros) {
-            stats.oldest_waiting = Some(stats.oldest_waiting.map_or(at, |o| o.min(at)));
-        }
+        let status = match row.get::<_, i64>(0)? {
+            1 => ProcessingStatus::InProgress,
+            2 => ProcessingStatus::Canceling,
+            _ => ProcessingStatus::Ended,
+        };
+        let counts = RequestCounts {
+            processing: count(row, 2)?,
+            succeeded: count(row, 3)?,
+            errored: count(row, 4)?,
+            canceled: count(row, 5)?,
+            expired: count(row, 6)?,
+        };
+        let oldest = row.get::<_, Option<i64>>(7)?.map(Timestamp::from_micros);
+        stats.add_group(status, count(row, 1)?, counts, oldest);
     }
     Ok(stats)
 }
