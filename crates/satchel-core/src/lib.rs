@@ -1,6 +1,7 @@
 //! Satchel's domain and engine: everything about batches that is neither HTTP nor SQL.
 //!
 //! - [`lifecycle`]: the batch lifecycle rules and the operations the API calls ([`Batches`]).
+//! - [`partial`], [`rerun`]: extensions: results while a batch runs, re-running what failed.
 //! - [`ingest`]: the streaming parser and validator of a create body.
 //! - [`store`]: the [`Store`] seam that every storage engine implements.
 //! - [`backend`], [`emulator`]: the [`Backend`] seam a request runs through, and the built-in
@@ -23,6 +24,8 @@ pub mod lifecycle;
 pub mod limits;
 pub mod model;
 pub mod observe;
+pub mod partial;
+pub mod rerun;
 pub mod result_line;
 pub mod routing;
 pub mod store;

@@ -50,6 +50,10 @@ pub enum BatchError {
     NoResults(String),
     #[error("In progress batches cannot be deleted. Consider canceling the batch instead.")]
     DeleteInProgress,
+    #[error("Message Batch {id} is still {status}; only an ended batch can be retried.")]
+    RetryNotEnded { id: String, status: String },
+    #[error("Message Batch {0} has no requests to retry: {1}")]
+    NothingToRetry(String, String),
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
@@ -66,10 +70,10 @@ pub struct BatchPage {
 /// The operations the API offers on batches.
 #[derive(Clone)]
 pub struct Batches {
-    store: Arc<dyn Store>,
-    config: LifecycleConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: LifecycleConfig,
     /// Woken when new work arrives, so the dispatcher need not poll.
-    work_arrived: Arc<Notify>,
+    pub(crate) work_arrived: Arc<Notify>,
 }
 
 impl Batches {
@@ -81,6 +85,18 @@ impl Batches {
         }
     }
 
+    /// A new batch's head, created now in `workspace`.
+    pub(crate) fn new_batch(&self, workspace: &str, headers: &UpstreamHeaders) -> NewBatch {
+        let created_at = Timestamp::now();
+        NewBatch {
+            id: ids::new_batch_id(),
+            workspace: workspace.to_owned(),
+            created_at,
+            expires_at: created_at.plus(self.config.expiry),
+            upstream_headers: headers.to_stored(),
+        }
+    }
+
     /// Creates a batch from a create body read from `body` as it arrives, keeping `headers`
     /// to send upstream with each of its requests. All or nothing.
     pub async fn create(
@@ -89,14 +105,7 @@ impl Batches {
         headers: &UpstreamHeaders,
         body: impl AsyncRead + Unpin,
     ) -> Result<BatchRecord, BatchError> {
-        let created_at = Timestamp::now();
-        let batch = NewBatch {
-            id: ids::new_batch_id(),
-            workspace: workspace.to_owned(),
-            created_at,
-            expires_at: created_at.plus(self.config.expiry),
-            upstream_headers: headers.to_stored(),
-        };
+        let batch = self.new_batch(workspace, headers);
         let (sink, chunks) = mpsc::channel(4);
         let max_requests = self.config.max_requests;
         // The sink is dropped when the parse ends, which tells the store no more is coming.

@@ -161,3 +161,71 @@ impl StoreStats {
 
 /// The model id of a request whose params name no model (they end errored when run).
 pub const NO_MODEL: i64 = 0;
+
+/// A position in a batch's settle order: the order in which its result lines were committed,
+/// which the store defines as (`seq`, `index`). `seq` is the engine's commit-ordered sequence
+/// of the transaction that wrote the line (lines of one transaction share it); `index` is the
+/// request's position in its batch. Lines are read in that order, so a reader that resumes
+/// after a cursor gets every later line once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SettleCursor {
+    pub seq: i64,
+    pub index: i64,
+}
+
+impl SettleCursor {
+    /// Before every line.
+    pub const START: SettleCursor = SettleCursor { seq: 0, index: -1 };
+}
+
+impl std::fmt::Display for SettleCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.seq, self.index)
+    }
+}
+
+/// A cursor that is not one this server hands out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`after` must be a cursor from the `satchel-results-cursor` header, or 0 for the start")]
+pub struct BadCursor;
+
+impl std::str::FromStr for SettleCursor {
+    type Err = BadCursor;
+
+    /// `seq.index` as [`Display`](std::fmt::Display) writes it; `0` (or nothing) is the start.
+    fn from_str(s: &str) -> Result<Self, BadCursor> {
+        if s.is_empty() || s == "0" {
+            return Ok(Self::START);
+        }
+        let (seq, index) = s.split_once('.').ok_or(BadCursor)?;
+        let seq = seq.parse::<i64>().map_err(|_| BadCursor)?;
+        let index = index.parse::<i64>().map_err(|_| BadCursor)?;
+        if seq < 0 || index < -1 {
+            return Err(BadCursor);
+        }
+        Ok(Self { seq, index })
+    }
+}
+
+/// The result lines of a batch settled after a cursor, as far as one read goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledPage {
+    /// JSONL: each line followed by `\n`, in settle order.
+    pub lines: Vec<u8>,
+    /// How many lines `lines` holds.
+    pub count: usize,
+    /// Where the next read goes on from (the cursor given if nothing was read).
+    pub next: SettleCursor,
+    /// The batch had ended when this was read, and this page holds every line after the
+    /// cursor: nothing more will ever come.
+    pub complete: bool,
+    /// The batch's status when this was read.
+    pub status: ProcessingStatus,
+}
+
+/// A request as stored: what a re-run of it needs.
+#[derive(Debug)]
+pub struct StoredRequest {
+    pub custom_id: String,
+    pub params: Box<RawValue>,
+}

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
-    RequestKey, Settlement, StoreStats,
+    RequestKey, SettleCursor, SettledPage, Settlement, StoreStats, StoredRequest,
 };
 
 /// Failures of the storage engine itself (never a client's mistake).
@@ -110,6 +110,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// The batch's result lines in submission order, streamed without loading them all.
     fn results(&self, workspace: &str, id: &str) -> ResultStream;
+
+    /// The result lines of `workspace`'s batch `id` committed after `after`, in settle order
+    /// ([`SettleCursor`]), read in one snapshot: at most `max_lines` lines, and no more once
+    /// `max_bytes` are read (but at least one line). `None`: no such batch.
+    /// A line is handed out only once every line before it in settle order is visible, so a
+    /// reader going on from `next` never misses one that commits later with a smaller cursor.
+    async fn settled_since(
+        &self,
+        workspace: &str,
+        id: &str,
+        after: SettleCursor,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> Result<Option<SettledPage>, StoreError>;
+
+    /// Up to `limit` of the batch's stored requests from position `from` (0: its first), in
+    /// submission order. Empty past the end or if there is no such batch.
+    async fn stored_requests(
+        &self,
+        workspace: &str,
+        id: &str,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRequest>, StoreError>;
 
     /// Leases up to `max` runnable requests to `owner` until `until`, spread fairly across
     /// workspaces and, within each, across batches (round robin, so a small batch is not

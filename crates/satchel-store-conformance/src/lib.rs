@@ -46,6 +46,10 @@ macro_rules! store_conformance {
             claims_take_only_the_models_asked_for,
             claims_carry_their_batch_upstream_headers,
             stats_sum_batches_and_requests_over_workspaces,
+            settled_lines_are_read_once_while_the_batch_runs,
+            canceled_lines_are_read_as_they_settle,
+            settled_pages_stop_at_their_byte_budget,
+            stored_requests_come_back_as_received,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -88,7 +92,10 @@ macro_rules! store_conformance_two_nodes {
     };
 }
 
+mod partial;
 pub mod two_nodes;
+
+pub use partial::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

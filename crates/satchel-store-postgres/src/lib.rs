@@ -22,6 +22,7 @@ mod db;
 mod ingest;
 mod migrate;
 mod node;
+mod partial;
 mod read;
 mod settle;
 mod sweep;
@@ -33,7 +34,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use satchel_core::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
-    RequestKey, Settlement,
+    RequestKey, SettleCursor, SettledPage, Settlement, StoredRequest,
 };
 use satchel_core::store::{ResultStream, Store, StoreError};
 use satchel_wire::Timestamp;
@@ -203,6 +204,27 @@ impl Store for PostgresStore {
 
     fn results(&self, workspace: &str, id: &str) -> ResultStream {
         read::stream_results(self.pool.clone(), workspace.to_owned(), id.to_owned())
+    }
+
+    async fn settled_since(
+        &self,
+        workspace: &str,
+        id: &str,
+        after: SettleCursor,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> Result<Option<SettledPage>, StoreError> {
+        partial::settled_since(&self.pool, workspace, id, after, max_lines, max_bytes).await
+    }
+
+    async fn stored_requests(
+        &self,
+        workspace: &str,
+        id: &str,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRequest>, StoreError> {
+        partial::stored_requests(&self.pool, workspace, id, from, limit).await
     }
 
     async fn claim(

@@ -10,7 +10,10 @@ use tokio_postgres::Client;
 use crate::OpenError;
 
 /// (version, SQL), in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_settle_order.sql")),
+];
 
 /// The advisory lock key that serialises migrations ("satchel-migrate").
 const MIGRATE_LOCK: i64 = 0x5a7c_4e10_0000_0001;

@@ -356,6 +356,6 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::i
 }
 
 /// A params file problem, reported through the store's error type.
-fn io_error(e: std::io::Error) -> rusqlite::Error {
+pub(crate) fn io_error(e: std::io::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }

@@ -16,6 +16,7 @@
 mod blobs;
 mod ingest;
 mod ops;
+mod partial;
 mod pool;
 mod results;
 mod stats;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use satchel_core::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
-    RequestKey, Settlement, StoreStats,
+    RequestKey, SettleCursor, SettledPage, Settlement, StoreStats, StoredRequest,
 };
 use satchel_core::store::{ResultStream, Store, StoreError};
 use satchel_wire::Timestamp;
@@ -221,6 +222,36 @@ impl Store for SqliteStore {
 
     fn results(&self, workspace: &str, id: &str) -> ResultStream {
         results::stream_results(self.pool.clone(), workspace.to_owned(), id.to_owned())
+    }
+
+    async fn settled_since(
+        &self,
+        workspace: &str,
+        id: &str,
+        after: SettleCursor,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> Result<Option<SettledPage>, StoreError> {
+        let (workspace, id) = (workspace.to_owned(), id.to_owned());
+        self.read(move |c| {
+            // One snapshot for the batch's state and its lines.
+            let tx = c.unchecked_transaction()?;
+            partial::settled_since(&tx, &workspace, &id, after, max_lines, max_bytes)
+        })
+        .await
+    }
+
+    async fn stored_requests(
+        &self,
+        workspace: &str,
+        id: &str,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRequest>, StoreError> {
+        let (workspace, id) = (workspace.to_owned(), id.to_owned());
+        let blobs = self.pool.blobs.clone();
+        self.read(move |c| partial::stored_requests(c, &blobs, &workspace, &id, from, limit))
+            .await
     }
 
     async fn claim(

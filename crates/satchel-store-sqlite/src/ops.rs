@@ -14,19 +14,21 @@ use satchel_wire::{ErrorType, ProcessingStatus, RequestCounts, Timestamp};
 use serde_json::value::RawValue;
 
 use crate::blobs::Blobs;
+use crate::partial;
 
 /// Request ids reserved for each batch: far more than any batch may hold.
 pub(crate) const IDS_PER_BATCH: i64 = 1 << 32;
 
 const IN_PROGRESS: i64 = 1;
 const CANCELING: i64 = 2;
-const ENDED: i64 = 3;
+pub(crate) const ENDED: i64 = 3;
 
 const BATCH_COLUMNS: &str = "id, workspace, state, processing, succeeded, errored, canceled, expired, \
      created_at, expires_at, ended_at, cancel_initiated_at, archived_at";
 
-fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
-    let status = match row.get::<_, i64>(2)? {
+/// The status a stored state stands for.
+pub(crate) fn status_of(state: i64) -> rusqlite::Result<ProcessingStatus> {
+    Ok(match state {
         IN_PROGRESS => ProcessingStatus::InProgress,
         CANCELING => ProcessingStatus::Canceling,
         ENDED => ProcessingStatus::Ended,
@@ -39,7 +41,11 @@ fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
                 format!("unknown batch state {other}").into(),
             ));
         }
-    };
+    })
+}
+
+fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
+    let status = status_of(row.get::<_, i64>(2)?)?;
     let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
         Ok(row.get::<_, Option<i64>>(i)?.map(Timestamp::from_micros))
     };
@@ -180,12 +186,18 @@ fn end_unleased(
     let (prefix, suffix) = terminal_line_parts(kind);
     let ended = conn
         .prepare_cached(
-            "INSERT INTO results (request_id, line)
-             SELECT q.request_id, CAST(?3 || r.custom_id || ?4 AS BLOB)
+            "INSERT INTO results (request_id, line, seq)
+             SELECT q.request_id, CAST(?3 || r.custom_id || ?4 AS BLOB), ?5
              FROM queue q JOIN requests r ON r.id = q.request_id
              WHERE q.batch_pk = ?1 AND q.lease_until <= ?2",
         )?
-        .execute(params![pk, now.as_micros(), prefix, suffix])?;
+        .execute(params![
+            pk,
+            now.as_micros(),
+            prefix,
+            suffix,
+            partial::next_settle_seq(conn)?
+        ])?;
     conn.prepare_cached("DELETE FROM queue WHERE batch_pk = ?1 AND lease_until <= ?2")?
         .execute(params![pk, now.as_micros()])?;
     let column = match kind {
@@ -428,14 +440,20 @@ fn settle_in(tx: &Connection, settlements: &[Settlement], now: Timestamp) -> rus
     {
         let mut release =
             tx.prepare_cached("DELETE FROM queue WHERE request_id = ?1 AND lease_token = ?2")?;
-        let mut record =
-            tx.prepare_cached("INSERT INTO results (request_id, line) VALUES (?1, ?2)")?;
+        let mut record = tx
+            .prepare_cached("INSERT INTO results (request_id, line, seq) VALUES (?1, ?2, ?3)")?;
+        // The lines of one transaction share their place in the settle order.
+        let mut seq = None;
         for s in settlements {
             // Only the current lease may settle: a stale outcome changes nothing.
             if release.execute(params![s.request.request, s.request.lease])? == 0 {
                 continue;
             }
-            record.execute(params![s.request.request, s.line])?;
+            let seq = match seq {
+                Some(seq) => seq,
+                None => *seq.insert(partial::next_settle_seq(tx)?),
+            };
+            record.execute(params![s.request.request, s.line, seq])?;
             let delta = deltas.entry(s.request.batch).or_default();
             match s.kind {
                 OutcomeKind::Succeeded => delta.succeeded += 1,

@@ -81,8 +81,15 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_column(conn, "batches", "upstream_headers")? {
         conn.execute_batch("ALTER TABLE batches ADD COLUMN upstream_headers TEXT;")?;
     }
+    // Results gained their place in the settle order (old lines: 0, settled before any).
+    if !has_column(conn, "results", "seq")? {
+        conn.execute_batch("ALTER TABLE results ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;")?;
+    }
     conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS queue_by_model ON queue (batch_pk, model, lease_until);",
+        "CREATE INDEX IF NOT EXISTS queue_by_model ON queue (batch_pk, model, lease_until);
+         CREATE INDEX IF NOT EXISTS results_by_seq ON results (seq, request_id);
+         INSERT OR IGNORE INTO meta (key, value)
+             SELECT 'settle_seq', COALESCE(MAX(seq), 0) FROM results;",
     )?;
     Ok(())
 }

@@ -68,8 +68,12 @@ CREATE TABLE IF NOT EXISTS models (
     name TEXT NOT NULL UNIQUE
 );
 
--- The final JSONL line (without newline) of each settled request.
+-- The final JSONL line (without newline) of each settled request. seq: its place in the
+-- settle order, from the `settle_seq` counter, one value a transaction (so commit order, the
+-- writer being alone); the index `results_by_seq` (see pool.rs) reads lines in that order.
+-- (Files written by older versions lack seq; opening the store adds it, as 0.)
 CREATE TABLE IF NOT EXISTS results (
     request_id INTEGER PRIMARY KEY,
-    line       BLOB NOT NULL
+    line       BLOB NOT NULL,
+    seq        INTEGER NOT NULL DEFAULT 0
 );

@@ -18,7 +18,7 @@ use crate::forward::UpstreamHeaders;
 use crate::limits::{LimitsConfig, RetryPolicy};
 use crate::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
-    RequestKey, Settlement,
+    RequestKey, SettleCursor, SettledPage, Settlement, StoredRequest,
 };
 use crate::routing::{Route, Routes};
 use crate::store::{ResultStream, Store, StoreError};
@@ -94,6 +94,25 @@ impl Store for FakeStore {
     }
     fn results(&self, _: &str, _: &str) -> ResultStream {
         Box::pin(futures::stream::empty())
+    }
+    async fn settled_since(
+        &self,
+        _: &str,
+        _: &str,
+        _: SettleCursor,
+        _: usize,
+        _: usize,
+    ) -> Result<Option<SettledPage>, StoreError> {
+        Err(unused())
+    }
+    async fn stored_requests(
+        &self,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: usize,
+    ) -> Result<Vec<StoredRequest>, StoreError> {
+        Err(unused())
     }
 
     async fn claim(

@@ -27,7 +27,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// without asking the store, quoted cut short (a 5 MB id made a 5 MB error body).
 const MAX_BATCH_ID_LEN: usize = 100;
 
-fn known_shape(id: &str) -> Result<&str, ApiError> {
+pub(super) fn known_shape(id: &str) -> Result<&str, ApiError> {
     if id.len() > MAX_BATCH_ID_LEN {
         return Err(BatchError::NotFound(quote_short(id)).into());
     }
@@ -178,7 +178,11 @@ pub async fn results(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    if super::extensions::wants_settled(&query) {
+        return super::extensions::settled(&state, &caller, known_shape(&id)?, &query).await;
+    }
     let lines = state
         .batches
         .results(&caller.workspace, known_shape(&id)?)

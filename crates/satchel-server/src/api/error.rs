@@ -102,7 +102,11 @@ impl ApiError {
                 BatchError::NotFound(_) | BatchError::NoResults(_) => {
                     (StatusCode::NOT_FOUND, T::NotFoundError)
                 }
-                BatchError::DeleteInProgress => (StatusCode::BAD_REQUEST, T::InvalidRequestError),
+                BatchError::DeleteInProgress
+                | BatchError::RetryNotEnded { .. }
+                | BatchError::NothingToRetry(..) => {
+                    (StatusCode::BAD_REQUEST, T::InvalidRequestError)
+                }
                 BatchError::Ingest(
                     IngestError::Invalid(_) | IngestError::NotJson(_) | IngestError::Read(_),
                 ) => (StatusCode::BAD_REQUEST, T::InvalidRequestError),

@@ -1,4 +1,5 @@
-//! The HTTP API: the six Message Batches routes under `/v1/messages/batches`.
+//! The HTTP API: the six Message Batches routes under `/v1/messages/batches`, and Satchel's
+//! extensions beside them ([`extensions`]: results while a batch runs, re-running what failed).
 //!
 //! Every request passes [`context::layer`] first: it mints the `request-id`, checks the key and
 //! `anthropic-version`, and renders every error in the API's envelope. Handlers then only
@@ -10,6 +11,7 @@ pub mod context;
 mod convert;
 pub mod cors;
 mod error;
+mod extensions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
+        .route("/v1/messages/batches/{id}/retry", post(extensions::retry))
         .route("/dashboard/api/backends", get(crate::dashboard::backends))
         .fallback(batches::unknown_route)
         .layer(axum::middleware::from_fn_with_state(

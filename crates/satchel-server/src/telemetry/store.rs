@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use satchel_core::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
-    RequestKey, Settlement, StoreStats,
+    RequestKey, SettleCursor, SettledPage, Settlement, StoreStats, StoredRequest,
 };
 use satchel_core::observe as names;
 use satchel_core::store::ResultStream;
@@ -88,6 +88,36 @@ impl Store for MeteredStore {
     /// Not timed: a stream whose pace is its reader's (its bytes are counted by the API).
     fn results(&self, workspace: &str, id: &str) -> ResultStream {
         self.inner.results(workspace, id)
+    }
+
+    async fn settled_since(
+        &self,
+        workspace: &str,
+        id: &str,
+        after: SettleCursor,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> Result<Option<SettledPage>, StoreError> {
+        timed(
+            "settled_since",
+            self.inner
+                .settled_since(workspace, id, after, max_lines, max_bytes),
+        )
+        .await
+    }
+
+    async fn stored_requests(
+        &self,
+        workspace: &str,
+        id: &str,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRequest>, StoreError> {
+        timed(
+            "stored_requests",
+            self.inner.stored_requests(workspace, id, from, limit),
+        )
+        .await
     }
 
     async fn claim(
