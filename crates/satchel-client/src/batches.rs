@@ -40,7 +40,7 @@ impl<'a> Messages<'a> {
 /// The Message Batches operations, from `client.messages().batches()`.
 #[derive(Debug, Clone, Copy)]
 pub struct Batches<'a> {
-    client: &'a Client,
+    pub(crate) client: &'a Client,
 }
 
 impl Batches<'_> {

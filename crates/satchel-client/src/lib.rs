@@ -60,6 +60,7 @@
 mod batches;
 mod client;
 mod error;
+mod extensions;
 mod results;
 pub mod retry;
 
@@ -69,6 +70,7 @@ pub use client::{
     DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT,
 };
 pub use error::{ApiError, Error, Result};
+pub use extensions::{FOLLOW_RECONNECT_FOR, Retried, RetryOptions, START, SettledPage};
 pub use results::{MAX_LINE_BYTES, ResultLines, Results};
 pub use retry::{INITIAL_RETRY_DELAY, MAX_RETRY_DELAY};
 

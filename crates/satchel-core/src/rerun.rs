@@ -90,7 +90,9 @@ impl RetrySelection {
                 ErroredSelection::All => true,
                 ErroredSelection::None => false,
                 ErroredSelection::Retryable => line.result.error.is_some_and(|e| {
-                    RETRYABLE.iter().any(|t| t.as_str() == e.error.kind.as_str())
+                    RETRYABLE
+                        .iter()
+                        .any(|t| t.as_str() == e.error.kind.as_str())
                 }),
             },
             "expired" => self.expired,
@@ -276,7 +278,11 @@ mod tests {
         ] {
             assert_eq!(s.take(errored(kind).as_bytes()), Some(format!("e-{kind}")));
         }
-        for kind in ["invalid_request_error", "not_found_error", "permission_error"] {
+        for kind in [
+            "invalid_request_error",
+            "not_found_error",
+            "permission_error",
+        ] {
             assert_eq!(s.take(errored(kind).as_bytes()), None, "{kind}");
         }
         assert_eq!(s.take(EXPIRED.as_bytes()), Some("x".into()));
@@ -291,7 +297,10 @@ mod tests {
             expired: false,
             canceled: true,
         };
-        assert!(all.take(errored("invalid_request_error").as_bytes()).is_some());
+        assert!(
+            all.take(errored("invalid_request_error").as_bytes())
+                .is_some()
+        );
         assert_eq!(all.take(EXPIRED.as_bytes()), None);
         assert_eq!(all.take(CANCELED.as_bytes()), Some("c".into()));
         assert_eq!(all.take(SUCCEEDED.as_bytes()), None);

@@ -36,11 +36,7 @@ async fn read_n(
         if ids.len() == n {
             return (ids, page);
         }
-        assert!(
-            !page.complete,
-            "complete after {} of {n} lines",
-            ids.len()
-        );
+        assert!(!page.complete, "complete after {} of {n} lines", ids.len());
         assert!(std::time::Instant::now() < deadline, "lines never came");
         if page.count == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;

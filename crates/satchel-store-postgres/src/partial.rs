@@ -64,7 +64,14 @@ pub(crate) async fn settled_since(
     let rows = tx
         .query(
             &rows,
-            &[&after.seq, &(first + after.index), &horizon, &first, &end, &limit],
+            &[
+                &after.seq,
+                &(first + after.index),
+                &horizon,
+                &first,
+                &end,
+                &limit,
+            ],
         )
         .await
         .map_err(engine)?;

@@ -440,8 +440,8 @@ fn settle_in(tx: &Connection, settlements: &[Settlement], now: Timestamp) -> rus
     {
         let mut release =
             tx.prepare_cached("DELETE FROM queue WHERE request_id = ?1 AND lease_token = ?2")?;
-        let mut record = tx
-            .prepare_cached("INSERT INTO results (request_id, line, seq) VALUES (?1, ?2, ?3)")?;
+        let mut record =
+            tx.prepare_cached("INSERT INTO results (request_id, line, seq) VALUES (?1, ?2, ?3)")?;
         // The lines of one transaction share their place in the settle order.
         let mut seq = None;
         for s in settlements {

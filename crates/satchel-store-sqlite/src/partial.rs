@@ -16,8 +16,10 @@ use crate::ops::{BatchKey, find_batch};
 
 /// Takes the next place in the settle order, for the lines the caller's transaction stores.
 pub(crate) fn next_settle_seq(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'settle_seq' RETURNING value")?
-        .query_row([], |r| r.get(0))
+    conn.prepare_cached(
+        "UPDATE meta SET value = value + 1 WHERE key = 'settle_seq' RETURNING value",
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 /// The batch's lines after `after` in settle order, in the caller's read transaction.

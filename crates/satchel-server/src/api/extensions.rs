@@ -70,9 +70,11 @@ pub async fn settled(
     let wait = match query.get("wait") {
         None => Duration::ZERO,
         Some(text) => {
-            let seconds: f64 = text.parse().ok().filter(|s: &f64| s.is_finite()).ok_or_else(|| {
-                invalid("wait: Input should be a number of seconds".into())
-            })?;
+            let seconds: f64 = text
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite())
+                .ok_or_else(|| invalid("wait: Input should be a number of seconds".into()))?;
             if !(0.0..=MAX_WAIT.as_secs_f64()).contains(&seconds) {
                 return Err(invalid(format!(
                     "wait: Input should be between 0 and {} seconds",

@@ -31,6 +31,14 @@ impl Reply {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
 
+    /// Asserts the API's error envelope with this status and type, whatever the message.
+    pub fn assert_status_and_type(&self, status: u16, kind: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        let body = self.json();
+        assert_eq!(body["type"], "error", "{body}");
+        assert_eq!(body["error"]["type"], kind, "{body}");
+    }
+
     /// Asserts the API's error envelope with this status, type and message.
     pub fn assert_error(&self, status: u16, kind: &str, message: &str) {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text);

@@ -9,6 +9,7 @@ mod auth;
 mod cors;
 mod create;
 mod encoding;
+mod extensions;
 mod http;
 mod lifecycle;
 mod list;

@@ -10,9 +10,11 @@
 //! (tables and JSON).
 
 mod create;
+mod follow;
 mod manage;
 mod output;
 mod results;
+mod retry;
 mod wait;
 
 use std::fmt;
@@ -117,9 +119,16 @@ enum BatchCommand {
     #[command(after_help = EXIT_CODES_SHORT)]
     Delete(manage::IdArg),
 
-    /// Download the results of an ended batch (JSONL, one line per request, in order).
+    /// Download the results of an ended batch (JSONL, one line per request, in order), or
+    /// with --follow print them as they settle.
     #[command(after_help = EXIT_CODES_SHORT)]
     Results(results::ResultsArgs),
+
+    /// Re-run what failed: a new batch from an ended batch's requests that errored for a
+    /// passing reason (api_error, overloaded_error, rate_limit_error, timeout_error) or
+    /// expired, with the same custom_ids and params (a Satchel extension).
+    #[command(after_help = EXIT_CODES_SHORT)]
+    Retry(retry::RetryArgs),
 }
 
 /// What every command gets: how to reach the API and how to print.
@@ -229,6 +238,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
             BatchCommand::Cancel(a) => manage::cancel(&ctx, a).await,
             BatchCommand::Delete(a) => manage::delete(&ctx, a).await,
             BatchCommand::Results(a) => results::run(&ctx, a).await,
+            BatchCommand::Retry(a) => retry::run(&ctx, a).await,
         }
     });
     // Nothing may outlive the command (a half-read results stream, pooled connections).

@@ -27,9 +27,22 @@ pub struct ResultsArgs {
     /// Write to this file (replaced if it exists) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+
+    /// Print lines as they settle, while the batch runs, until it ends (a Satchel
+    /// extension; lines come in settle order, each once, through server restarts).
+    #[arg(long)]
+    follow: bool,
+
+    /// With --follow: start after this cursor (printed when a follow stops early) rather
+    /// than from the first line.
+    #[arg(long, value_name = "CURSOR", requires = "follow")]
+    after: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: ResultsArgs) -> Result<(), Failure> {
+    if args.follow {
+        return follow(ctx, args).await;
+    }
     let client = ctx.client()?;
     let batches = client.messages().batches();
     let batch = batches.retrieve(&args.id).await?;
@@ -104,6 +117,27 @@ pub async fn run(ctx: &Ctx, args: ResultsArgs) -> Result<(), Failure> {
         return Err(Failure::Other(format!(
             "{bad_lines} malformed line(s) in the results (reported above)"
         )));
+    }
+    Ok(())
+}
+
+/// `--follow`: lines as they settle, to FILE or stdout.
+async fn follow(ctx: &Ctx, args: ResultsArgs) -> Result<(), Failure> {
+    let (mut sink, target): (Box<dyn Write>, String) =
+        match &args.output {
+            Some(path) => (
+                Box::new(File::create(path).map_err(|e| {
+                    Failure::Other(format!("cannot create {}: {e}", path.display()))
+                })?),
+                path.display().to_string(),
+            ),
+            None => (Box::new(std::io::stdout().lock()), "stdout".into()),
+        };
+    let after = args.after.as_deref().unwrap_or(satchel_client::START);
+    let (written, bytes, _) =
+        super::follow::follow(ctx, &args.id, after, &mut sink, &target).await?;
+    if args.output.is_some() {
+        eprintln!("wrote {written} results ({}) to {target}", size(bytes));
     }
     Ok(())
 }

@@ -27,6 +27,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `path`, or `path` with a number added if it exists.
+fn unique(path: PathBuf) -> PathBuf {
+    (0..)
+        .map(|n| path.with_extension(format!("{n}.log")))
+        .find(|p| !p.exists())
+        .unwrap_or(path)
+}
+
 impl Server {
     /// Starts `satchel serve` on `db` with extra `args`, and waits until it answers.
     pub async fn start(db: &Path, args: &[&str]) -> Self {
@@ -45,6 +53,13 @@ impl Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = log_dir.join(format!("node-{}.log", addr.port()));
         Self::spawn(Command::new(BIN), addr, url, log, args).await
+    }
+
+    /// Starts `satchel serve` on `db` at `addr` (a restart where clients expect it).
+    pub async fn start_at(db: &Path, addr: SocketAddr, args: &[&str]) -> Self {
+        let log = db.with_extension(format!("{}.{}.log", addr.port(), std::process::id()));
+        let log = unique(log);
+        Self::spawn(Command::new(BIN), addr, db.to_str().unwrap(), log, args).await
     }
 
     async fn start_via(db: &Path, args: &[&str], nofile: Option<u32>) -> Self {
