@@ -2,7 +2,8 @@
 
 //! Satchel's extensions as a user meets them, real processes throughout:
 //! `satchel batch results ID --follow` printing lines as they settle through a `kill -9` and
-//! restart of the server, and `satchel batch retry ID`.
+//! restart of the server, and `satchel batch retry ID`; and both on two nodes sharing
+//! PostgreSQL, through a `kill -9` of one of them.
 
 mod support;
 
@@ -140,4 +141,114 @@ async fn retry_reruns_the_failed_requests_from_the_cli() {
     assert_eq!(none.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&none.stderr);
     assert!(stderr.contains("has no requests to retry"), "{stderr}");
+}
+
+/// Reads one page of lines settled after `after` from `node`: (lines, cursor, complete). A node that is gone or cannot reach the database answers no page.
+async fn page(node: &Server, id: &str, after: &str) -> Option<(Vec<String>, String, bool)> {
+    let response = reqwest::Client::new()
+        .get(node.url(&format!(
+            "/v1/messages/batches/{id}/results?after={after}&wait=1&limit=97"
+        )))
+        .header("x-api-key", "any-key")
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    let (cursor, complete) = (
+        header("satchel-results-cursor"),
+        header("satchel-results-complete") == "true",
+    );
+    let text = response.text().await.ok()?;
+    Some((text.lines().map(str::to_owned).collect(), cursor, complete))
+}
+
+/// On two nodes sharing PostgreSQL, a reader alternating between them reads every line once
+/// while the batch runs, through a `kill -9` of the node that made the batch; and a batch
+/// made on one node is re-run from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_nodes_serve_results_while_running_and_retries() {
+    let Some(pg) = satchel_pg_test::Cluster::start("the two-node extensions test") else {
+        return;
+    };
+    let url = pg.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let args = |id: &'static str| {
+        vec![
+            "--emulator-latency",
+            "10ms",
+            "--emulator-error-rate",
+            "0.2",
+            "--max-in-flight",
+            "16",
+            "--lease-ttl",
+            "3s",
+            "--node-id",
+            id,
+        ]
+    };
+    let mut a = Server::start_shared(&url, dir.path(), &args("node-a")).await;
+    let b = Server::start_shared(&url, dir.path(), &args("node-b")).await;
+    let id = create_batch(&a, requests_body(1_500, 20)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut cursor, mut seen, mut turn, mut killed) = ("0".to_owned(), Vec::new(), 0, false);
+    loop {
+        let node = if killed || turn % 2 == 1 { &b } else { &a };
+        turn += 1;
+        let Some((lines, next, complete)) = page(node, &id, &cursor).await else {
+            assert!(Instant::now() < deadline, "no page");
+            tokio::time::sleep(Duration::from_millis(50)).await; // polling a node, not a barrier
+            continue;
+        };
+        seen.extend(lines.iter().map(|l| {
+            let line: Value = serde_json::from_str(l).unwrap();
+            line["custom_id"].as_str().unwrap().to_owned()
+        }));
+        cursor = next;
+        if complete {
+            break;
+        }
+        if !killed && seen.len() > 300 {
+            a.kill_9();
+            killed = true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never complete: {} lines",
+            seen.len()
+        );
+    }
+    assert!(killed, "node a died mid-batch");
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a line was read twice");
+    assert_eq!(seen.len(), 1_500);
+
+    // Re-run the errored requests from node b.
+    let ended = b.wait_ended(&id, Duration::from_secs(10)).await;
+    let errored = ended["request_counts"]["errored"].as_u64().unwrap();
+    assert!(errored > 0);
+    let (status, body) = support::client_send(
+        "POST",
+        &b.url(&format!("/v1/messages/batches/{id}/retry")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let retried: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(retried["request_count"], errored);
+    let rerun = b
+        .wait_ended(
+            retried["batch"]["id"].as_str().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await;
+    let total: u64 = ["succeeded", "errored"]
+        .iter()
+        .map(|k| rerun["request_counts"][k].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, errored);
 }
