@@ -26,6 +26,7 @@ mod api;
 mod batch;
 mod list;
 mod postgres;
+mod prefix;
 mod proc;
 mod real_model;
 mod report;

@@ -25,6 +25,7 @@ pub mod limits;
 pub mod model;
 pub mod observe;
 pub mod partial;
+pub mod prefix;
 pub mod rerun;
 pub mod result_line;
 pub mod routing;

@@ -29,6 +29,9 @@ pub struct LifecycleConfig {
     pub retention: Duration,
     /// Most requests in one batch.
     pub max_requests: usize,
+    /// Run requests that share a prompt prefix together (see [`crate::prefix`]): worth it
+    /// in front of a model server that caches prefixes, not for the emulator.
+    pub group_by_prefix: bool,
 }
 
 impl Default for LifecycleConfig {
@@ -37,6 +40,7 @@ impl Default for LifecycleConfig {
             expiry: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(29 * 24 * 3600),
             max_requests: satchel_wire::MAX_REQUESTS_PER_BATCH,
+            group_by_prefix: false,
         }
     }
 }
@@ -94,6 +98,7 @@ impl Batches {
             created_at,
             expires_at: created_at.plus(self.config.expiry),
             upstream_headers: headers.to_stored(),
+            group_by_prefix: self.config.group_by_prefix,
         }
     }
 

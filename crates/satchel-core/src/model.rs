@@ -30,6 +30,10 @@ pub struct NewBatch {
     /// JSON object ([`UpstreamHeaders::to_stored`](crate::UpstreamHeaders)); `None`: none.
     /// Stored as given, returned with each claimed request.
     pub upstream_headers: Option<String>,
+    /// Claims take this batch's requests grouped by [`prefix_key`](crate::prefix::prefix_key)
+    /// (those sharing a model, system prompt and tools together) rather than in submission
+    /// order; the store computes the key of each request at ingest.
+    pub group_by_prefix: bool,
 }
 
 /// One accepted request of a create body: a valid, unique `custom_id` and the `params` bytes

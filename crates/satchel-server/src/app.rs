@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use satchel_core::dispatch::{DispatchConfig, Dispatcher, DispatcherHandle, DrainReport};
 use satchel_core::housekeeping::Housekeeper;
-use satchel_core::{Batches, Store, StoreError};
+use satchel_core::{Batches, LifecycleConfig, Store, StoreError};
 use satchel_store_postgres::PostgresStore;
 use satchel_store_sqlite::{OpenError, SqliteStore};
 use tokio::sync::Notify;
@@ -195,11 +195,14 @@ pub async fn start_with(
     let work_arrived = Arc::new(Notify::new());
     // Batches created or canceled on other nodes sharing the store wake this one too.
     store.watch(work_arrived.clone());
-    let batches = Batches::new(
-        store.clone(),
-        config.lifecycle.clone(),
-        work_arrived.clone(),
-    );
+    let lifecycle = LifecycleConfig {
+        group_by_prefix: config.prefix_grouping.resolve(&config.backends),
+        ..config.lifecycle.clone()
+    };
+    if lifecycle.group_by_prefix {
+        tracing::info!("batches run requests sharing a prompt prefix together");
+    }
+    let batches = Batches::new(store.clone(), lifecycle, work_arrived.clone());
     let dispatch = DispatchConfig {
         max_in_flight: route_capacity,
         ..config.dispatch.clone()

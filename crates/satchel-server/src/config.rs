@@ -39,6 +39,33 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Where to serve `/metrics` (and the probes again); none: metrics are off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether batches run requests sharing a prompt prefix together.
+    pub prefix_grouping: PrefixGrouping,
+}
+
+/// Whether claims group a batch's requests by prompt prefix (`satchel_core::prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrefixGrouping {
+    /// When some backend is a model server (`anthropic` or `openai`), whose prefix cache it
+    /// helps; not for the emulator alone, where it would only cost a scan at ingest.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl PrefixGrouping {
+    /// Whether to group, given the configured backends.
+    pub fn resolve(self, backends: &[BackendEntry]) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => backends.iter().any(|b| match b.kind {
+                BackendKind::Anthropic | BackendKind::Openai => true,
+                BackendKind::Emulator => false,
+            }),
+        }
+    }
 }
 
 /// How long a graceful shutdown waits for attempts in flight and open responses.
@@ -173,6 +200,7 @@ impl ServerConfig {
             cors_allowed_origins: Vec::new(),
             drain_delay: DEFAULT_DRAIN_DELAY,
             metrics_listen: None,
+            prefix_grouping: PrefixGrouping::Auto,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod telemetry;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
 pub use config::{
-    ConfigError, ConfigFile, DEFAULT_SHUTDOWN_TIMEOUT, HttpConfig, ServerConfig, default_node_id,
+    ConfigError, ConfigFile, DEFAULT_SHUTDOWN_TIMEOUT, HttpConfig, PrefixGrouping, ServerConfig,
+    default_node_id,
 };
 pub use http::{HttpHandle, HttpShutdown};

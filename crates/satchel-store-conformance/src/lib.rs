@@ -50,6 +50,8 @@ macro_rules! store_conformance {
             canceled_lines_are_read_as_they_settle,
             settled_pages_stop_at_their_byte_budget,
             stored_requests_come_back_as_received,
+            claims_take_a_grouped_batch_prefix_by_prefix,
+            claims_take_an_ungrouped_batch_in_submission_order,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -92,9 +94,11 @@ macro_rules! store_conformance_two_nodes {
     };
 }
 
+mod grouping;
 mod partial;
 pub mod two_nodes;
 
+pub use grouping::*;
 pub use partial::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -110,6 +114,7 @@ fn new_batch(workspace: &str, now: Timestamp) -> NewBatch {
         created_at: now,
         expires_at: now.plus(24 * HOUR),
         upstream_headers: None,
+        group_by_prefix: false,
     }
 }
 

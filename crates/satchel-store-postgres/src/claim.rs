@@ -66,7 +66,7 @@ pub fn claim_sql(first_round: bool) -> String {
                      SELECT q.request_id FROM queue q
                      WHERE q.batch_pk = want.batch_pk AND q.lease_until <= {now}
                        AND ($7::int[] IS NULL OR q.model = ANY($7::int[]))
-                     ORDER BY q.request_id LIMIT want.n
+                     ORDER BY q.prefix, q.request_id LIMIT want.n
                      FOR UPDATE SKIP LOCKED) p))
              RETURNING request_id, batch_pk, lease_token
          )

@@ -28,6 +28,7 @@ pub(crate) async fn ingest(
     batch: NewBatch,
     mut chunks: mpsc::Receiver<IngestChunk>,
 ) -> Result<BatchRecord, StoreError> {
+    let group = batch.group_by_prefix;
     let mut ingest = Ingest {
         store,
         batch,
@@ -63,7 +64,7 @@ pub(crate) async fn ingest(
                         Some((pk, _)) => {
                             let first_id = ingest.next_id;
                             ingest.next_id += previous.len() as i64;
-                            in_flight.push(write_rows(store, pk, first_id, previous));
+                            in_flight.push(write_rows(store, pk, first_id, group, previous));
                         }
                     }
                 }
@@ -109,6 +110,7 @@ async fn write_rows(
     store: &PostgresStore,
     pk: i64,
     first_id: i64,
+    group_by_prefix: bool,
     requests: Vec<NewRequest>,
 ) -> Result<(), StoreError> {
     let mut client = connection(&store.pool).await?;
@@ -118,7 +120,8 @@ async fn write_rows(
         .await
         .map_err(engine)?;
     copy_requests(&tx, first_id, &requests).await?;
-    queue(&tx, pk, first_id, &models).await?;
+    let prefixes = prefix_keys(&requests, group_by_prefix);
+    queue(&tx, pk, first_id, &models, &prefixes).await?;
     tx.execute(
         "UPDATE batches SET touched_at = now() WHERE pk = $1",
         &[&pk],
@@ -197,7 +200,8 @@ impl Ingest<'_> {
         };
         if !requests.is_empty() {
             copy_requests(&tx, self.next_id, requests).await?;
-            queue(&tx, pk, self.next_id, &models).await?;
+            let prefixes = prefix_keys(requests, self.batch.group_by_prefix);
+            queue(&tx, pk, self.next_id, &models, &prefixes).await?;
         }
         let record = if commit {
             let count = self.next_id + requests.len() as i64 - first;
@@ -333,40 +337,39 @@ fn encode_rows(first_id: i64, requests: &[NewRequest]) -> bytes::Bytes {
     buf.freeze()
 }
 
-/// The chunk's queue rows: its ids are consecutive, so one statement per run of requests with
-/// the same model (usually one run: a batch is mostly of one model).
+/// Each request's prompt-prefix key if the batch is grouped, else 0 (one group).
+fn prefix_keys(requests: &[NewRequest], group_by_prefix: bool) -> Vec<i64> {
+    requests
+        .iter()
+        .map(|r| {
+            if group_by_prefix {
+                satchel_core::prefix::prefix_key(&r.params)
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+/// The chunk's queue rows, in one statement: its ids are consecutive, each with its model
+/// and prefix key (arrays, so the statement is one whatever their runs).
 async fn queue(
     tx: &Transaction<'_>,
     pk: i64,
     first_id: i64,
     models: &[i32],
+    prefixes: &[i64],
 ) -> Result<(), StoreError> {
     let statement = tx
         .prepare_cached(
-            "INSERT INTO queue (request_id, batch_pk, model)
-             SELECT generate_series($1::bigint, $2::bigint - 1), $3, $4",
+            "INSERT INTO queue (request_id, batch_pk, model, prefix)
+             SELECT $1::bigint + t.i - 1, $2, t.model, t.prefix
+             FROM unnest($3::int[], $4::bigint[]) WITH ORDINALITY AS t(model, prefix, i)",
         )
         .await
         .map_err(engine)?;
-    let mut start = 0;
-    while start < models.len() {
-        let model = models[start];
-        let mut end = start + 1;
-        while end < models.len() && models[end] == model {
-            end += 1;
-        }
-        tx.execute(
-            &statement,
-            &[
-                &(first_id + start as i64),
-                &(first_id + end as i64),
-                &pk,
-                &model,
-            ],
-        )
+    tx.execute(&statement, &[&first_id, &pk, &models, &prefixes])
         .await
         .map_err(engine)?;
-        start = end;
-    }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::OpenError;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_settle_order.sql")),
+    (3, include_str!("migrations/0003_prefix_groups.sql")),
 ];
 
 /// The advisory lock key that serialises migrations ("satchel-migrate").

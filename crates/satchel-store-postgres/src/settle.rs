@@ -100,7 +100,7 @@ pub(crate) async fn end_unleased(
                  DELETE FROM queue WHERE request_id = ANY(ARRAY(
                      SELECT request_id FROM queue
                      WHERE batch_pk = $1 AND lease_until <= {now}
-                     ORDER BY request_id LIMIT $4 FOR UPDATE SKIP LOCKED))
+                     ORDER BY prefix, request_id LIMIT $4 FOR UPDATE SKIP LOCKED))
                  RETURNING request_id
              ), ins AS (
                  INSERT INTO results (request_id, line)

@@ -276,23 +276,31 @@ impl Ingest {
             }
         }
         // The chunk's ids are consecutive: queue them in one statement per run of requests
-        // with the same model (usually one run: a batch is mostly of one model).
+        // with the same model and prefix key (usually one run: a batch is mostly of one
+        // model, and of one system prompt when it is grouped at all).
+        let keys = requests
+            .iter()
+            .map(|r| Ok((self.model_id(&tx, r)?, self.prefix_key(r))))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut start = 0;
-        while start < requests.len() {
-            let model = self.model_id(&tx, &requests[start])?;
-            let mut end = start + 1;
-            while end < requests.len() && self.model_id(&tx, &requests[end])? == model {
-                end += 1;
-            }
+        while start < keys.len() {
+            let (model, prefix) = keys[start];
+            let end = start
+                + keys[start..]
+                    .iter()
+                    .take_while(|k| **k == keys[start])
+                    .count();
             tx.prepare_cached(
                 "WITH RECURSIVE ids(id) AS (SELECT ?1 UNION ALL SELECT id + 1 FROM ids WHERE id + 1 < ?2)
-                 INSERT INTO queue (request_id, batch_pk, lease_until, model) SELECT id, ?3, 0, ?4 FROM ids",
+                 INSERT INTO queue (request_id, batch_pk, lease_until, model, prefix)
+                 SELECT id, ?3, 0, ?4, ?5 FROM ids",
             )?
             .execute(params![
                 self.next_id + start as i64,
                 self.next_id + end as i64,
                 pk,
-                model
+                model,
+                prefix
             ])?;
             start = end;
         }
@@ -320,6 +328,15 @@ impl Ingest {
         Leftovers {
             file: self.head.and(self.file.as_ref().map(|(first, ..)| *first)),
             rows: self.head,
+        }
+    }
+
+    /// The request's prompt-prefix key if its batch is grouped, else 0 (one group).
+    fn prefix_key(&self, request: &NewRequest) -> i64 {
+        if self.batch.group_by_prefix {
+            satchel_core::prefix::prefix_key(&request.params)
+        } else {
+            0
         }
     }
 

@@ -85,8 +85,16 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_column(conn, "results", "seq")? {
         conn.execute_batch("ALTER TABLE results ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;")?;
     }
+    // Requests gained a prompt-prefix key; claims read the runnable requests of a batch in
+    // its order (old rows: 0, one group).
+    if !has_column(conn, "queue", "prefix")? {
+        conn.execute_batch("ALTER TABLE queue ADD COLUMN prefix INTEGER NOT NULL DEFAULT 0;")?;
+    }
     conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS queue_by_model ON queue (batch_pk, model, lease_until);
+        "DROP INDEX IF EXISTS queue_runnable;
+         DROP INDEX IF EXISTS queue_by_model;
+         CREATE INDEX IF NOT EXISTS queue_claim ON queue (batch_pk, lease_until, prefix);
+         CREATE INDEX IF NOT EXISTS queue_claim_by_model ON queue (batch_pk, model, lease_until, prefix);
          CREATE INDEX IF NOT EXISTS results_by_seq ON results (seq, request_id);
          INSERT OR IGNORE INTO meta (key, value)
              SELECT 'settle_seq', COALESCE(MAX(seq), 0) FROM results;",

@@ -50,16 +50,18 @@ CREATE TABLE IF NOT EXISTS requests (
 -- A request is runnable when lease_until <= now (0: never leased). A lease has an owner (the
 -- node id that claimed it) and a token from the `next_lease_token` counter, its fencing
 -- token: only the current token may renew, settle or release it. (Files written by older
--- versions lack lease_token, owner and model; opening the store adds them.)
+-- versions lack lease_token, owner, model and prefix; opening the store adds them.)
 CREATE TABLE IF NOT EXISTS queue (
     request_id  INTEGER PRIMARY KEY,
     batch_pk    INTEGER NOT NULL,
     lease_until INTEGER NOT NULL,
     lease_token INTEGER NOT NULL DEFAULT 0,
     owner       TEXT,
-    model       INTEGER NOT NULL DEFAULT 0
+    model       INTEGER NOT NULL DEFAULT 0,
+    -- The request's prompt-prefix key (satchel_core::prefix; 0: not grouped): claims take a
+    -- batch's runnable requests in this order (the indexes are made in pool.rs's migrate).
+    prefix      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS queue_runnable ON queue (batch_pk, lease_until);
 
 -- The `model` of each request, interned at ingest (queue.model; 0: none), so claims can be
 -- made per route.

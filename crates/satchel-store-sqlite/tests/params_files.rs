@@ -34,6 +34,7 @@ fn new_batch(now: Timestamp) -> NewBatch {
         created_at: now,
         expires_at: now.plus(Duration::from_secs(3600)),
         upstream_headers: None,
+        group_by_prefix: false,
     }
 }
 

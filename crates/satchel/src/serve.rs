@@ -11,7 +11,7 @@ use satchel_server::config::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_DRAIN_DELAY, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
 };
-use satchel_server::{ConfigFile, ServerConfig};
+use satchel_server::{ConfigFile, PrefixGrouping, ServerConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -130,6 +130,20 @@ pub struct ServeArgs {
     /// Log lines as text for people, or one JSON object a line for log shippers.
     #[arg(long, env = "SATCHEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Run a batch's requests that share a prompt prefix (model, system prompt, tools)
+    /// together, for model servers' prefix caches. auto: when a backend is a model server
+    /// (`anthropic` or `openai`), not for the emulator alone.
+    #[arg(long, env = "SATCHEL_GROUP_BY_PREFIX", value_enum, default_value_t = GroupByPrefix::Auto)]
+    group_by_prefix: GroupByPrefix,
+}
+
+/// Whether batches run requests sharing a prompt prefix together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GroupByPrefix {
+    Auto,
+    On,
+    Off,
 }
 
 /// How log lines are written.
@@ -190,6 +204,11 @@ impl ServeArgs {
         config.http.idle_timeout = self.idle_timeout.into();
         config.http.body_idle_timeout = self.body_idle_timeout.into();
         config.cors_allowed_origins = self.cors_allow_origins;
+        config.prefix_grouping = match self.group_by_prefix {
+            GroupByPrefix::Auto => PrefixGrouping::Auto,
+            GroupByPrefix::On => PrefixGrouping::On,
+            GroupByPrefix::Off => PrefixGrouping::Off,
+        };
         if let Some(max) = self.max_connections {
             config.http.max_connections = max as usize;
         }

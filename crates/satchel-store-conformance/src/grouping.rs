@@ -1,0 +1,77 @@
+//! Claims of a batch grouped by prompt prefix ([`NewBatch::group_by_prefix`]): requests
+//! sharing a model, system prompt and tools are handed out together.
+
+use super::*;
+
+/// Request `i` of a grouped workload: one of `groups` system prompts, in turn.
+fn prompted(i: usize, groups: usize) -> NewRequest {
+    let params = format!(
+        r#"{{"model":"m","max_tokens":5,"system":"shared prompt {}","messages":[{{"role":"user","content":"question {i}"}}]}}"#,
+        i % groups
+    );
+    NewRequest {
+        custom_id: format!("r{i}"),
+        params: RawValue::from_string(params).unwrap(),
+    }
+}
+
+async fn create_prompted(store: &Arc<dyn Store>, group_by_prefix: bool, n: usize) -> String {
+    let batch = NewBatch {
+        group_by_prefix,
+        ..new_batch("w", Timestamp::now())
+    };
+    let id = batch.id.clone();
+    let (tx, rx) = mpsc::channel(4);
+    let feed = async move {
+        // Two chunks, so both the first write and a later one are exercised.
+        let requests: Vec<NewRequest> = (0..n).map(|i| prompted(i, 3)).collect();
+        let mut requests = requests.into_iter();
+        for size in [n / 2, n - n / 2] {
+            let chunk: Vec<NewRequest> = requests.by_ref().take(size).collect();
+            tx.send(IngestChunk::Requests(chunk)).await.unwrap();
+        }
+        tx.send(IngestChunk::Commit).await.unwrap();
+    };
+    let (record, ()) = tokio::join!(store.create_batch(batch, rx), feed);
+    assert_eq!(record.unwrap().counts.processing, n as u64);
+    id
+}
+
+/// The system prompt number of a claimed request.
+fn group_of(claimed: &ClaimedRequest) -> String {
+    let params: serde_json::Value = serde_json::from_str(claimed.params.get()).unwrap();
+    params["system"].as_str().unwrap().to_owned()
+}
+
+pub async fn claims_take_a_grouped_batch_prefix_by_prefix(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    create_prompted(&store, true, 90).await;
+    let mut order = Vec::new();
+    loop {
+        let claimed = store
+            .claim(NODE, 10, &ModelFilter::Any, now, now.plus(HOUR))
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        order.extend(claimed.iter().map(group_of));
+        store.settle(settle_ok(&claimed), now).await.unwrap();
+    }
+    assert_eq!(order.len(), 90);
+    // Three groups of 30, each handed out in one run.
+    let runs = 1 + order.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(runs, 3, "each prompt's requests go out together: {order:?}");
+}
+
+pub async fn claims_take_an_ungrouped_batch_in_submission_order(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    create_prompted(&store, false, 30).await;
+    let claimed = store
+        .claim(NODE, 30, &ModelFilter::Any, now, now.plus(HOUR))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.custom_id.as_str()).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
+    assert_eq!(ids, expected.iter().map(String::as_str).collect::<Vec<_>>());
+}
