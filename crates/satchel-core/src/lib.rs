@@ -27,7 +27,7 @@ pub mod result_line;
 pub mod routing;
 pub mod store;
 
-pub use backend::{Attempt, Backend, Failure, Retry};
+pub use backend::{Attempt, Backend, Failure, RequestContext, Retry};
 pub use forward::UpstreamHeaders;
 pub use lifecycle::{BatchError, Batches, LifecycleConfig};
 pub use store::{Store, StoreError};

@@ -63,6 +63,8 @@ pub struct RunningServer {
     health: Arc<Health>,
     /// How long a graceful shutdown keeps serving, not ready, before it drains.
     drain_delay: Duration,
+    /// The backends, for [`RunningServer::reload`].
+    routes: Arc<satchel_core::routing::Routes>,
 }
 
 /// What a graceful shutdown did.
@@ -84,6 +86,14 @@ impl RunningServer {
         self.shares.abort();
         self.dispatcher.abort();
         result
+    }
+
+    /// Has every backend re-read what it reads from files (the emulator's fixtures): what
+    /// SIGHUP does. A file that cannot be used is logged and the previous contents kept.
+    pub fn reload(&self) {
+        for route in self.routes.routes() {
+            route.backend.reload();
+        }
     }
 
     /// Controls the HTTP side while [`RunningServer::wait`] is awaited elsewhere.
@@ -242,7 +252,7 @@ pub async fn start_with(
         cors: Arc::new(api::cors::CorsPolicy::new(
             config.cors_allowed_origins.clone(),
         )),
-        routes,
+        routes: routes.clone(),
     };
     let app = api::router(state)
         .merge(health::router(health.clone()))
@@ -275,6 +285,7 @@ pub async fn start_with(
         server,
         health,
         drain_delay: config.drain_delay,
+        routes,
     })
 }
 

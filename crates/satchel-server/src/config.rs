@@ -232,6 +232,8 @@ pub struct BackendEntry {
     pub latency: Option<String>,
     /// Emulator only: share of requests failed with api_error / overloaded_error.
     pub error_rate: Option<f64>,
+    /// Emulator only: a JSONL file of scripted replies (default: `--emulator-fixtures`).
+    pub fixtures: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

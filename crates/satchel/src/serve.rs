@@ -53,6 +53,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_EMULATOR_ERROR_RATE", default_value_t = 0.0, value_parser = parse_fraction)]
     emulator_error_rate: f64,
 
+    /// A JSONL file of scripted emulator replies for tests: rules matching requests by
+    /// custom_id (exact or glob) or params, each giving a message merged over the reply, an
+    /// error, a latency or "fail the first N attempts". Re-read on SIGHUP. See the README.
+    #[arg(long, env = "SATCHEL_EMULATOR_FIXTURES")]
+    emulator_fixtures: Option<PathBuf>,
+
     /// Processing window of a batch: requests not started by then end `expired` (API: 24h).
     #[arg(long, env = "SATCHEL_EXPIRY", default_value = "24h", value_parser = parse_positive_duration)]
     expiry: humantime::Duration,
@@ -184,6 +190,7 @@ impl ServeArgs {
         config.public_base_url = self.public_base_url;
         config.emulator.latency = self.emulator_latency;
         config.emulator.error_rate = self.emulator_error_rate;
+        config.emulator.fixtures = self.emulator_fixtures;
         config.lifecycle.expiry = self.expiry.into();
         config.lifecycle.retention = self.retention.into();
         config.http.header_read_timeout = self.header_read_timeout.into();
@@ -228,9 +235,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let window = config.shutdown_timeout;
+        // Listening for SIGHUP before serving: once clients can reach the server, a SIGHUP
+        // reloads rather than kills.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
         let server = satchel_server::start(config).await?;
-        // The serving loop only ends when shut down: wait for the signal to do so.
-        let signal = shutdown_signal().await?;
+        // The serving loop only ends when shut down: wait for the signal to do so, reloading
+        // files on each SIGHUP meanwhile.
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        let signal = loop {
+            tokio::select! {
+                signal = &mut stop => break signal?,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    server.reload();
+                }
+            }
+        };
         tracing::info!(%signal, window = %humantime::format_duration(window), "shutting down: draining");
         let report = server.shutdown(window).await;
         tracing::info!(
