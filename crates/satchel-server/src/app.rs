@@ -209,7 +209,8 @@ pub async fn start_with(
         store.clone(),
         config.lifecycle.clone(),
         work_arrived.clone(),
-    );
+    )
+    .with_workspace_limits(config.workspace_limits.clone());
     let dispatch = DispatchConfig {
         max_in_flight: route_capacity,
         ..config.dispatch.clone()

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Where to serve `/metrics` (and the probes again); none: metrics are off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Per-workspace limits (`[[workspace_limits]]`); none by default.
+    pub workspace_limits: std::sync::Arc<satchel_core::workspace_limits::WorkspaceLimits>,
 }
 
 /// How long a graceful shutdown waits for attempts in flight and open responses.
@@ -173,6 +175,7 @@ impl ServerConfig {
             cors_allowed_origins: Vec::new(),
             drain_delay: DEFAULT_DRAIN_DELAY,
             metrics_listen: None,
+            workspace_limits: Default::default(),
         }
     }
 }
@@ -192,6 +195,8 @@ pub struct ConfigFile {
     /// Model servers requests run on; none means the emulator runs every model.
     #[serde(default)]
     pub backends: Vec<BackendEntry>,
+    #[serde(default)]
+    pub workspace_limits: Vec<crate::workspace_limits::WorkspaceLimitEntry>,
 }
 
 /// One `[[backends]]` entry: a model server, the models it serves and its limits.
@@ -296,6 +301,8 @@ pub enum ConfigError {
     Keys(#[from] crate::auth::KeyConflict),
     #[error("backend {backend:?}: {problem}")]
     Backend { backend: String, problem: String },
+    #[error("workspace_limits for {workspace:?}: {problem}")]
+    WorkspaceLimits { workspace: String, problem: String },
 }
 
 impl ConfigFile {

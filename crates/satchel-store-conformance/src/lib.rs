@@ -23,6 +23,9 @@ use satchel_wire::{ProcessingStatus, Timestamp, ids};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+mod queue;
+pub use queue::queued_requests_count_what_has_not_ended;
+
 /// Expands to one test per behaviour; `$open` is an async expression giving a fresh store
 /// (`Arc<dyn Store>`) and anything that must live as long as it.
 #[macro_export]
@@ -46,6 +49,7 @@ macro_rules! store_conformance {
             claims_take_only_the_models_asked_for,
             claims_carry_their_batch_upstream_headers,
             stats_sum_batches_and_requests_over_workspaces,
+            queued_requests_count_what_has_not_ended,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {

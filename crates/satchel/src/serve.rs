@@ -175,6 +175,9 @@ impl ServeArgs {
             let file = ConfigFile::load(path)?;
             file.add_keys_to(&mut config.keys)?;
             config.backends = file.backends;
+            config.workspace_limits = std::sync::Arc::new(satchel_server::workspace_limits::build(
+                &file.workspace_limits,
+            )?);
         }
         for key in self
             .api_keys

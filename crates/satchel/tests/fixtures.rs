@@ -2,7 +2,8 @@
 
 //! The emulator's scripted replies (`--emulator-fixtures`, `fixtures =` in the config file)
 //! on the real binary: each kind of rule shapes its request's result line, a bad file refuses
-//! the start naming its line, and SIGHUP reloads the rules (a bad file then keeps the old).
+//! the start naming its line, and SIGHUP reloads the rules (a bad file then keeps the old);
+//! and the per-workspace limits of the config file.
 
 mod support;
 
@@ -259,4 +260,47 @@ fn hangup(server: &Server) {
         .status()
         .unwrap();
     assert!(sent.success());
+}
+
+/// `[[workspace_limits]]` from the config file reach the server (the rules themselves are
+/// tested over HTTP in satchel-server's tests).
+#[tokio::test]
+async fn workspace_limits_from_the_config_file_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("satchel.toml");
+    std::fs::write(
+        &config,
+        "[[workspace_limits]]\nworkspace = \"*\"\nrequests_per_minute = 2\nmax_queued_requests = 100\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("s.db"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .await;
+    let list = server.url("/v1/messages/batches");
+    assert_eq!(client_get(&list).await.0, 200);
+    assert_eq!(client_get(&list).await.0, 200);
+    let (status, body) = client_get(&list).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("rate_limit_error"), "{body}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[workspace_limits]]\nworkspace = \"a\"\nmax_queued_requests = 0\n",
+    )
+    .unwrap();
+    let output = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        dir.path().join("t.db").to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("workspace_limits for \"a\""), "{stderr}");
 }

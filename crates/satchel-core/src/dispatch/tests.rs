@@ -91,6 +91,9 @@ impl Store for FakeStore {
     async fn delete_batch(&self, _: &str, _: &str) -> Result<DeleteOutcome, StoreError> {
         Err(unused())
     }
+    async fn queued_requests(&self, _: &str) -> Result<u64, StoreError> {
+        Err(unused())
+    }
     fn results(&self, _: &str, _: &str) -> ResultStream {
         Box::pin(futures::stream::empty())
     }

@@ -11,5 +11,6 @@ mod create;
 mod encoding;
 mod http;
 mod lifecycle;
+mod limits;
 mod list;
 mod results;
