@@ -37,6 +37,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("--organization-id {0:?} is not a UUID (like 0d6c4a3e-1f2b-4c5d-8e9f-a0b1c2d3e4f5)")]
+    OrganizationId(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -168,7 +170,17 @@ fn check(config: &ServerConfig) -> Result<(), StartError> {
         return Err(StartError::OpenBeyondLoopback(config.listen));
     }
     backends::build(config)?;
+    organization_header(config)?;
     Ok(())
+}
+
+/// The `anthropic-organization-id` header's value; a configured id must be a UUID.
+fn organization_header(config: &ServerConfig) -> Result<axum::http::HeaderValue, StartError> {
+    let id = crate::organization::organization_id(config);
+    match axum::http::HeaderValue::from_str(&id) {
+        Ok(value) if crate::organization::is_uuid(&id) => Ok(value),
+        _ => Err(StartError::OrganizationId(id)),
+    }
 }
 
 /// Starts the server on `store`: recovers this node's leases, starts the dispatcher (on the
@@ -254,6 +266,7 @@ pub async fn start_with(
             config.cors_allowed_origins.clone(),
         )),
         routes: routes.clone(),
+        organization_id: organization_header(&config)?,
     };
     let app = api::router(state)
         .merge(health::router(health.clone()))

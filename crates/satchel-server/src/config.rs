@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Where to serve `/metrics` (and the probes again); none: metrics are off.
     pub metrics_listen: Option<SocketAddr>,
+    /// The `anthropic-organization-id` sent on responses; none: derived (see
+    /// [`crate::organization`]).
+    pub organization_id: Option<String>,
     /// Per-workspace limits (`[[workspace_limits]]`); none by default.
     pub workspace_limits: std::sync::Arc<satchel_core::workspace_limits::WorkspaceLimits>,
 }
@@ -175,6 +178,7 @@ impl ServerConfig {
             cors_allowed_origins: Vec::new(),
             drain_delay: DEFAULT_DRAIN_DELAY,
             metrics_listen: None,
+            organization_id: None,
             workspace_limits: Default::default(),
         }
     }

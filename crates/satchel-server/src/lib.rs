@@ -20,6 +20,7 @@ pub mod config;
 pub mod dashboard;
 pub mod health;
 pub mod http;
+pub mod organization;
 pub mod telemetry;
 pub mod workspace_limits;
 

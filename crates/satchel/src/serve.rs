@@ -129,6 +129,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
 
+    /// The `anthropic-organization-id` (a UUID) sent on every response, as the hosted API
+    /// does. Default: derived from the database (the same across restarts, and for nodes
+    /// started with the same --db URL).
+    #[arg(long, env = "SATCHEL_ORGANIZATION_ID")]
+    organization_id: Option<String>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `satchel_core=debug`.
     #[arg(long, env = "SATCHEL_LOG", default_value = "info")]
     log: String,
@@ -211,6 +217,7 @@ impl ServeArgs {
         config.shutdown_timeout = self.shutdown_timeout;
         config.drain_delay = self.drain_delay.into();
         config.metrics_listen = self.metrics_listen;
+        config.organization_id = self.organization_id;
         Ok(config)
     }
 }

@@ -47,6 +47,9 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("request-id", value);
     }
+    response
+        .headers_mut()
+        .insert("anthropic-organization-id", state.organization_id.clone());
     let batch_id = match response.extensions().get::<BatchId>() {
         Some(id) => Some(id.0.clone()),
         None if route.contains("{id}") => batch_id_in(&path).map(str::to_owned),
