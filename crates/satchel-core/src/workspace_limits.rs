@@ -118,7 +118,9 @@ impl WorkspaceLimits {
             OverLimit::Calls {
                 per_minute: per_minute.get(),
                 // Whole seconds, rounded up: the header has no fractions the SDKs all read.
-                retry_after: Duration::from_secs(wait.as_secs() + 1),
+                retry_after: Duration::from_secs(
+                    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+                ),
             }
         })
     }
