@@ -1,7 +1,8 @@
 //! The seam between the dispatcher and whatever answers a request: a model server behind an
 //! HTTP API, or the emulator. A backend makes one attempt at one request's `params` and says
-//! how it went; it knows nothing of batches, and nothing of retries or limits (the dispatcher
-//! applies those, per route, see [`crate::routing`]).
+//! how it went; it knows nothing of batches beyond the [`RequestContext`] it is handed, and
+//! nothing of retries or limits (the dispatcher applies those, per route, see
+//! [`crate::routing`]).
 
 use std::time::Duration;
 
@@ -86,6 +87,26 @@ impl Failure {
         !matches!(self.retry, Retry::Never)
     }
 
+    /// A failure of type `kind` classified as an upstream's answer of that type is (see
+    /// `satchel-upstream`'s `status_failure`, which classifies by status): `rate_limit_error`
+    /// (429) and `overloaded_error` (529) are throttled, `api_error` (500) and
+    /// `timeout_error` (408) transient, every other type final. For failures made up rather
+    /// than received (the emulator's fixtures), so they are retried as a real one would be.
+    pub fn as_upstream_would(kind: ErrorType, message: impl Into<String>) -> Self {
+        match kind {
+            ErrorType::RateLimitError | ErrorType::OverloadedError => {
+                Self::throttled(kind, message, None)
+            }
+            ErrorType::ApiError | ErrorType::TimeoutError => Self::transient(kind, message, None),
+            ErrorType::InvalidRequestError
+            | ErrorType::AuthenticationError
+            | ErrorType::BillingError
+            | ErrorType::PermissionError
+            | ErrorType::NotFoundError
+            | ErrorType::RequestTooLarge => Self::fatal(kind, message),
+        }
+    }
+
     /// The delay the upstream asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self.retry {
@@ -97,10 +118,26 @@ impl Failure {
     }
 }
 
+/// What a backend is told about the request it attempts, besides its `params`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    /// The store's key of the request's batch: opaque, the same for every request and
+    /// attempt of one batch. Lets a backend tell attempts of the same request apart from
+    /// a request of another batch with the same `custom_id` (the emulator's fixtures count
+    /// attempts with it).
+    pub batch: i64,
+    pub custom_id: &'a str,
+    /// The batch's create-call headers that go upstream (see [`crate::forward`]).
+    pub headers: &'a UpstreamHeaders,
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Makes one attempt at a request. Never panics on bad `params`: they become a failure.
-    /// `headers` are its batch's create-call headers that go upstream (see
-    /// [`crate::forward`]); a backend that has no use for them ignores them.
-    async fn send(&self, params: &RawValue, headers: &UpstreamHeaders) -> Attempt;
+    /// A backend uses of `request` what it needs (the HTTP backends send its headers).
+    async fn send(&self, params: &RawValue, request: &RequestContext<'_>) -> Attempt;
+
+    /// Re-reads whatever the backend reads from files (on SIGHUP). A reload that fails keeps
+    /// what was loaded before and says why in the log. Most backends read nothing.
+    fn reload(&self) {}
 }

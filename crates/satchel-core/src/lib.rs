@@ -30,8 +30,9 @@ pub mod rerun;
 pub mod result_line;
 pub mod routing;
 pub mod store;
+pub mod workspace_limits;
 
-pub use backend::{Attempt, Backend, Failure, Retry};
+pub use backend::{Attempt, Backend, Failure, RequestContext, Retry};
 pub use forward::UpstreamHeaders;
 pub use lifecycle::{BatchError, Batches, LifecycleConfig};
 pub use store::{Store, StoreError};

@@ -17,8 +17,9 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::forward::UpstreamHeaders;
 use crate::ingest::{self, IngestError};
-use crate::model::{BatchRecord, DeleteOutcome, ListCursor, NewBatch};
+use crate::model::{BatchRecord, DeleteOutcome, IngestChunk, ListCursor, NewBatch};
 use crate::store::{ResultStream, Store, StoreError};
+use crate::workspace_limits::{OverLimit, QUEUE_FULL_RETRY_AFTER, WorkspaceLimits};
 
 /// The lifecycle's windows and limits.
 #[derive(Debug, Clone)]
@@ -60,6 +61,9 @@ pub enum BatchError {
     NothingToRetry(String, String),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The workspace's limits refuse the call (see [`crate::workspace_limits`]).
+    #[error(transparent)]
+    OverLimit(#[from] OverLimit),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -78,6 +82,7 @@ pub struct Batches {
     pub(crate) config: LifecycleConfig,
     /// Woken when new work arrives, so the dispatcher need not poll.
     pub(crate) work_arrived: Arc<Notify>,
+    limits: Arc<WorkspaceLimits>,
 }
 
 impl Batches {
@@ -86,6 +91,7 @@ impl Batches {
             store,
             config,
             work_arrived,
+            limits: Arc::default(),
         }
     }
 
@@ -102,6 +108,17 @@ impl Batches {
         }
     }
 
+    /// With per-workspace limits (none by default).
+    pub fn with_workspace_limits(mut self, limits: Arc<WorkspaceLimits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Counts a call of `workspace` to the batch routes against its rate, or refuses it.
+    pub fn admit_call(&self, workspace: &str) -> Result<(), BatchError> {
+        Ok(self.limits.admit_call(workspace)?)
+    }
+
     /// Creates a batch from a create body read from `body` as it arrives, keeping `headers`
     /// to send upstream with each of its requests. All or nothing.
     pub async fn create(
@@ -115,7 +132,22 @@ impl Batches {
         let max_requests = self.config.max_requests;
         // The sink is dropped when the parse ends, which tells the store no more is coming.
         let parse = async move { ingest::parse_create_body(body, max_requests, &sink).await };
-        let (parsed, stored) = tokio::join!(parse, self.store.create_batch(batch, chunks));
+        let (parsed, stored) = match self.limits.max_queued(workspace) {
+            None => tokio::join!(parse, self.store.create_batch(batch, chunks)),
+            Some(limit) => {
+                // The chunks pass a gate that checks the queue before the commit.
+                let (to_store, gated) = mpsc::channel(4);
+                let lock = self.limits.commit_lock(workspace);
+                let gate = gate_commit(&*self.store, workspace, limit, chunks, to_store, &lock);
+                let (parsed, gate, stored) =
+                    tokio::join!(parse, gate, self.store.create_batch(batch, gated));
+                // The commit lock is held (in `gate`) until the store has committed.
+                match gate {
+                    Err(refused) => return Err(refused),
+                    Ok(_held) => (parsed, stored),
+                }
+            }
+        };
         // A refused body explains the failure better than the store's "aborted".
         match (parsed, stored) {
             (Err(IngestError::StoreGone), Err(store_error)) => Err(store_error.into()),
@@ -173,4 +205,43 @@ impl Batches {
         }
         Ok(self.store.results(workspace, id))
     }
+}
+
+/// Passes a create's chunks on to the store, but its commit only if the workspace's queue
+/// has room for its requests; else the store gets no commit (so it discards everything)
+/// and the create is refused. Returns the workspace's commit lock, to be held until the
+/// store has committed, so the next create of the workspace on this node counts this one.
+async fn gate_commit<'a>(
+    store: &dyn Store,
+    workspace: &str,
+    limit: u64,
+    mut from_parse: mpsc::Receiver<IngestChunk>,
+    to_store: mpsc::Sender<IngestChunk>,
+    lock: &'a tokio::sync::Mutex<()>,
+) -> Result<Option<tokio::sync::MutexGuard<'a, ()>>, BatchError> {
+    let mut batch = 0u64;
+    while let Some(chunk) = from_parse.recv().await {
+        if let IngestChunk::Requests(requests) = &chunk {
+            batch += requests.len() as u64;
+        } else {
+            let held = lock.lock().await;
+            let queued = store.queued_requests(workspace).await?;
+            if queued.saturating_add(batch) > limit {
+                return Err(OverLimit::Queue {
+                    batch,
+                    limit,
+                    queued,
+                    retry_after: QUEUE_FULL_RETRY_AFTER,
+                }
+                .into());
+            }
+            // A store that stopped taking chunks says why itself.
+            let _ = to_store.send(chunk).await;
+            return Ok(Some(held));
+        }
+        if to_store.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    Ok(None)
 }

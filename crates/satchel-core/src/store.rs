@@ -108,6 +108,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an ended batch with its requests and results.
     async fn delete_batch(&self, workspace: &str, id: &str) -> Result<DeleteOutcome, StoreError>;
 
+    /// The requests of `workspace` in the processing queue: those of its visible batches
+    /// that have not ended yet (the sum of their `processing` counts).
+    async fn queued_requests(&self, workspace: &str) -> Result<u64, StoreError>;
+
     /// The batch's result lines in submission order, streamed without loading them all.
     fn results(&self, workspace: &str, id: &str) -> ResultStream;
 

@@ -37,6 +37,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("--organization-id {0:?} is not a UUID (like 0d6c4a3e-1f2b-4c5d-8e9f-a0b1c2d3e4f5)")]
+    OrganizationId(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -63,6 +65,8 @@ pub struct RunningServer {
     health: Arc<Health>,
     /// How long a graceful shutdown keeps serving, not ready, before it drains.
     drain_delay: Duration,
+    /// The backends, for [`RunningServer::reload`].
+    routes: Arc<satchel_core::routing::Routes>,
 }
 
 /// What a graceful shutdown did.
@@ -84,6 +88,14 @@ impl RunningServer {
         self.shares.abort();
         self.dispatcher.abort();
         result
+    }
+
+    /// Has every backend re-read what it reads from files (the emulator's fixtures): what
+    /// SIGHUP does. A file that cannot be used is logged and the previous contents kept.
+    pub fn reload(&self) {
+        for route in self.routes.routes() {
+            route.backend.reload();
+        }
     }
 
     /// Controls the HTTP side while [`RunningServer::wait`] is awaited elsewhere.
@@ -158,7 +170,17 @@ fn check(config: &ServerConfig) -> Result<(), StartError> {
         return Err(StartError::OpenBeyondLoopback(config.listen));
     }
     backends::build(config)?;
+    organization_header(config)?;
     Ok(())
+}
+
+/// The `anthropic-organization-id` header's value; a configured id must be a UUID.
+fn organization_header(config: &ServerConfig) -> Result<axum::http::HeaderValue, StartError> {
+    let id = crate::organization::organization_id(config);
+    match axum::http::HeaderValue::from_str(&id) {
+        Ok(value) if crate::organization::is_uuid(&id) => Ok(value),
+        _ => Err(StartError::OrganizationId(id)),
+    }
 }
 
 /// Starts the server on `store`: recovers this node's leases, starts the dispatcher (on the
@@ -202,7 +224,8 @@ pub async fn start_with(
     if lifecycle.group_by_prefix {
         tracing::info!("batches run requests sharing a prompt prefix together");
     }
-    let batches = Batches::new(store.clone(), lifecycle, work_arrived.clone());
+    let batches = Batches::new(store.clone(), lifecycle, work_arrived.clone())
+        .with_workspace_limits(config.workspace_limits.clone());
     let dispatch = DispatchConfig {
         max_in_flight: route_capacity,
         ..config.dispatch.clone()
@@ -245,7 +268,8 @@ pub async fn start_with(
         cors: Arc::new(api::cors::CorsPolicy::new(
             config.cors_allowed_origins.clone(),
         )),
-        routes,
+        routes: routes.clone(),
+        organization_id: organization_header(&config)?,
     };
     let app = api::router(state)
         .merge(health::router(health.clone()))
@@ -278,6 +302,7 @@ pub async fn start_with(
         server,
         health,
         drain_delay: config.drain_delay,
+        routes,
     })
 }
 

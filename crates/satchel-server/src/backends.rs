@@ -23,16 +23,12 @@ pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
             max_concurrency: config.dispatch.max_in_flight,
             ..LimitsConfig::default()
         };
-        let emulator = Arc::new(Emulator::new(config.emulator.clone()));
-        let route = Route::new(
-            "emulator",
-            emulator,
-            &limits,
-            RetryPolicy {
-                max_retries: 0,
-                ..RetryPolicy::default()
-            },
-        );
+        let emulator =
+            Emulator::open(config.emulator.clone()).map_err(|e| ConfigError::Backend {
+                backend: "emulator".into(),
+                problem: e.to_string(),
+            })?;
+        let route = Route::new("emulator", Arc::new(emulator), &limits, emulator_retry());
         return Ok((Routes::single(route), config.dispatch.max_in_flight));
     }
     let mut routes = Routes::new();
@@ -72,15 +68,23 @@ pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
             connect_timeout: duration("connect_timeout", &entry.connect_timeout)?,
         };
         let backend: Arc<dyn Backend> = match entry.kind {
-            BackendKind::Emulator => Arc::new(Emulator::new(EmulatorConfig {
-                latency: entry
-                    .latency
-                    .as_deref()
-                    .map(|l| duration("latency", l))
-                    .transpose()?
-                    .unwrap_or_default(),
-                error_rate: entry.error_rate.unwrap_or(0.0).clamp(0.0, 1.0),
-            })),
+            BackendKind::Emulator => Arc::new(
+                Emulator::open(EmulatorConfig {
+                    latency: entry
+                        .latency
+                        .as_deref()
+                        .map(|l| duration("latency", l))
+                        .transpose()?
+                        .unwrap_or_default(),
+                    error_rate: entry.error_rate.unwrap_or(0.0).clamp(0.0, 1.0),
+                    // Its own file, else the one of --emulator-fixtures.
+                    fixtures: entry
+                        .fixtures
+                        .clone()
+                        .or_else(|| config.emulator.fixtures.clone()),
+                })
+                .map_err(|e| problem(e.to_string()))?,
+            ),
             kind @ (BackendKind::Anthropic | BackendKind::Openai) => {
                 let base_url = entry
                     .base_url
@@ -129,6 +133,17 @@ pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
         );
     }
     Ok((routes, total.min(config.dispatch.max_in_flight.max(1))))
+}
+
+/// The retries of the default emulator route. Only fixtures' retryable errors use them (the
+/// emulator's own failures are final), so: as many as a backend's by default, with backoffs
+/// short enough for test suites.
+fn emulator_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        ..RetryPolicy::default()
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,11 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Whether batches run requests sharing a prompt prefix together.
     pub prefix_grouping: PrefixGrouping,
+    /// The `anthropic-organization-id` sent on responses; none: derived (see
+    /// [`crate::organization`]).
+    pub organization_id: Option<String>,
+    /// Per-workspace limits (`[[workspace_limits]]`); none by default.
+    pub workspace_limits: std::sync::Arc<satchel_core::workspace_limits::WorkspaceLimits>,
 }
 
 /// Whether claims group a batch's requests by prompt prefix (`satchel_core::prefix`).
@@ -201,6 +206,8 @@ impl ServerConfig {
             drain_delay: DEFAULT_DRAIN_DELAY,
             metrics_listen: None,
             prefix_grouping: PrefixGrouping::Auto,
+            organization_id: None,
+            workspace_limits: Default::default(),
         }
     }
 }
@@ -220,6 +227,8 @@ pub struct ConfigFile {
     /// Model servers requests run on; none means the emulator runs every model.
     #[serde(default)]
     pub backends: Vec<BackendEntry>,
+    #[serde(default)]
+    pub workspace_limits: Vec<crate::workspace_limits::WorkspaceLimitEntry>,
 }
 
 /// One `[[backends]]` entry: a model server, the models it serves and its limits.
@@ -260,6 +269,8 @@ pub struct BackendEntry {
     pub latency: Option<String>,
     /// Emulator only: share of requests failed with api_error / overloaded_error.
     pub error_rate: Option<f64>,
+    /// Emulator only: a JSONL file of scripted replies (default: `--emulator-fixtures`).
+    pub fixtures: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -322,6 +333,8 @@ pub enum ConfigError {
     Keys(#[from] crate::auth::KeyConflict),
     #[error("backend {backend:?}: {problem}")]
     Backend { backend: String, problem: String },
+    #[error("workspace_limits for {workspace:?}: {problem}")]
+    WorkspaceLimits { workspace: String, problem: String },
 }
 
 impl ConfigFile {

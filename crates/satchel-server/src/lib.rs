@@ -9,6 +9,7 @@
 //! - [`health`]: `/healthz` and `/readyz`, for orchestrators and load balancers.
 //! - [`http`]: the serving loop: accepts connections and serves them, with limits.
 //! - [`telemetry`]: `/metrics` (Prometheus), on its own listener.
+//! - [`workspace_limits`]: the per-workspace limits of the config file.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
 pub mod api;
@@ -19,7 +20,9 @@ pub mod config;
 pub mod dashboard;
 pub mod health;
 pub mod http;
+pub mod organization;
 pub mod telemetry;
+pub mod workspace_limits;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
 pub use config::{

@@ -23,6 +23,9 @@ use satchel_wire::{ProcessingStatus, Timestamp, ids};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+mod queue;
+pub use queue::queued_requests_count_what_has_not_ended;
+
 /// Expands to one test per behaviour; `$open` is an async expression giving a fresh store
 /// (`Arc<dyn Store>`) and anything that must live as long as it.
 #[macro_export]
@@ -52,6 +55,7 @@ macro_rules! store_conformance {
             stored_requests_come_back_as_received,
             claims_take_a_grouped_batch_prefix_by_prefix,
             claims_take_an_ungrouped_batch_in_submission_order,
+            queued_requests_count_what_has_not_ended,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {

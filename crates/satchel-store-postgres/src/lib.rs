@@ -180,6 +180,10 @@ impl Store for PostgresStore {
         read::get_batch(&self.pool, workspace, id).await
     }
 
+    async fn queued_requests(&self, workspace: &str) -> Result<u64, StoreError> {
+        read::queued_requests(&self.pool, workspace).await
+    }
+
     async fn list_batches(
         &self,
         workspace: &str,

@@ -30,6 +30,22 @@ pub(crate) async fn get_batch(
         .transpose()
 }
 
+/// The sum of the `processing` counts of the workspace's running batches.
+pub(crate) async fn queued_requests(pool: &Pool, workspace: &str) -> Result<u64, StoreError> {
+    let client = connection(pool).await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT COALESCE(SUM(processing), 0)::bigint FROM batches WHERE workspace = $1 AND state IN (1, 2)",
+        )
+        .await
+        .map_err(engine)?;
+    let row = client
+        .query_one(&statement, &[&workspace])
+        .await
+        .map_err(engine)?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
 pub(crate) async fn list_batches(
     pool: &Pool,
     workspace: &str,

@@ -220,6 +220,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn queued_requests(&self, workspace: &str) -> Result<u64, StoreError> {
+        let workspace = workspace.to_owned();
+        self.read(move |c| ops::queued_requests(c, &workspace))
+            .await
+    }
+
     fn results(&self, workspace: &str, id: &str) -> ResultStream {
         results::stream_results(self.pool.clone(), workspace.to_owned(), id.to_owned())
     }

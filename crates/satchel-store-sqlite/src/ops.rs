@@ -118,6 +118,15 @@ pub(crate) fn get_batch(
     .optional()
 }
 
+/// The sum of the `processing` counts of the workspace's running batches.
+pub(crate) fn queued_requests(conn: &Connection, workspace: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT COALESCE(SUM(processing), 0) FROM batches WHERE workspace = ?1 AND state IN (1, 2)",
+    )?
+    .query_row(params![workspace], |row| row.get::<_, i64>(0))
+    .map(|n| u64::try_from(n).unwrap_or(0))
+}
+
 pub(crate) fn list_batches(
     conn: &Connection,
     workspace: &str,

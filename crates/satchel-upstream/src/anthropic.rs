@@ -4,7 +4,7 @@
 //! them, and the client's `anthropic-version` unless the backend pins one.
 
 use async_trait::async_trait;
-use satchel_core::{Attempt, Backend, UpstreamHeaders};
+use satchel_core::{Attempt, Backend, RequestContext, UpstreamHeaders};
 use serde_json::value::RawValue;
 
 use crate::http::{self, Endpoint, HttpOptions, UpstreamError};
@@ -48,7 +48,8 @@ impl AnthropicBackend {
 
 #[async_trait]
 impl Backend for AnthropicBackend {
-    async fn send(&self, params: &RawValue, headers: &UpstreamHeaders) -> Attempt {
+    async fn send(&self, params: &RawValue, request_context: &RequestContext<'_>) -> Attempt {
+        let headers = request_context.headers;
         let mut request = self
             .endpoint
             .post(params.get().to_owned())

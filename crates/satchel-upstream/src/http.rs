@@ -309,4 +309,35 @@ mod tests {
         );
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
     }
+
+    /// The emulator's fixtures classify a made-up error by its type
+    /// (`Failure::as_upstream_would`) as this module classifies an upstream's answer of
+    /// that type at its usual status: the two must agree.
+    #[test]
+    fn made_up_errors_are_classified_as_received_ones() {
+        let usual_status = [
+            (ErrorType::InvalidRequestError, 400),
+            (ErrorType::AuthenticationError, 401),
+            (ErrorType::BillingError, 402),
+            (ErrorType::PermissionError, 403),
+            (ErrorType::NotFoundError, 404),
+            (ErrorType::TimeoutError, 408),
+            (ErrorType::RequestTooLarge, 413),
+            (ErrorType::RateLimitError, 429),
+            (ErrorType::ApiError, 500),
+            (ErrorType::OverloadedError, 529),
+        ];
+        for (kind, status) in usual_status {
+            let body = format!(
+                r#"{{"type":"error","error":{{"type":"{}","message":"m"}}}}"#,
+                kind.as_str()
+            );
+            let received = status_failure(
+                StatusCode::from_u16(status).unwrap(),
+                &HeaderMap::new(),
+                body.as_bytes(),
+            );
+            assert_eq!(received, Failure::as_upstream_would(kind, "m"), "{kind:?}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! completion translated back to a `Message` ([`crate::translate`]).
 
 use async_trait::async_trait;
-use satchel_core::{Attempt, Backend, Failure, UpstreamHeaders};
+use satchel_core::{Attempt, Backend, Failure, RequestContext};
 use satchel_wire::{ErrorType, ids};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -29,7 +29,7 @@ impl OpenAiBackend {
 #[async_trait]
 impl Backend for OpenAiBackend {
     /// The create call's Anthropic headers have no Chat Completions equivalent: not sent.
-    async fn send(&self, params: &RawValue, _headers: &UpstreamHeaders) -> Attempt {
+    async fn send(&self, params: &RawValue, _request: &RequestContext<'_>) -> Attempt {
         let params: Value = match serde_json::from_str(params.get()) {
             Ok(params) => params,
             Err(e) => {

@@ -53,6 +53,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_EMULATOR_ERROR_RATE", default_value_t = 0.0, value_parser = parse_fraction)]
     emulator_error_rate: f64,
 
+    /// A JSONL file of scripted emulator replies for tests: rules matching requests by
+    /// custom_id (exact or glob) or params, each giving a message merged over the reply, an
+    /// error, a latency or "fail the first N attempts". Re-read on SIGHUP. See the README.
+    #[arg(long, env = "SATCHEL_EMULATOR_FIXTURES")]
+    emulator_fixtures: Option<PathBuf>,
+
     /// Processing window of a batch: requests not started by then end `expired` (API: 24h).
     #[arg(long, env = "SATCHEL_EXPIRY", default_value = "24h", value_parser = parse_positive_duration)]
     expiry: humantime::Duration,
@@ -123,6 +129,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SATCHEL_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
 
+    /// The `anthropic-organization-id` (a UUID) sent on every response, as the hosted API
+    /// does. Default: derived from the database (the same across restarts, and for nodes
+    /// started with the same --db URL).
+    #[arg(long, env = "SATCHEL_ORGANIZATION_ID")]
+    organization_id: Option<String>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `satchel_core=debug`.
     #[arg(long, env = "SATCHEL_LOG", default_value = "info")]
     log: String,
@@ -183,6 +195,9 @@ impl ServeArgs {
             let file = ConfigFile::load(path)?;
             file.add_keys_to(&mut config.keys)?;
             config.backends = file.backends;
+            config.workspace_limits = std::sync::Arc::new(satchel_server::workspace_limits::build(
+                &file.workspace_limits,
+            )?);
         }
         for key in self
             .api_keys
@@ -198,6 +213,7 @@ impl ServeArgs {
         config.public_base_url = self.public_base_url;
         config.emulator.latency = self.emulator_latency;
         config.emulator.error_rate = self.emulator_error_rate;
+        config.emulator.fixtures = self.emulator_fixtures;
         config.lifecycle.expiry = self.expiry.into();
         config.lifecycle.retention = self.retention.into();
         config.http.header_read_timeout = self.header_read_timeout.into();
@@ -220,6 +236,7 @@ impl ServeArgs {
         config.shutdown_timeout = self.shutdown_timeout;
         config.drain_delay = self.drain_delay.into();
         config.metrics_listen = self.metrics_listen;
+        config.organization_id = self.organization_id;
         Ok(config)
     }
 }
@@ -247,9 +264,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let window = config.shutdown_timeout;
+        // Listening for SIGHUP before serving: once clients can reach the server, a SIGHUP
+        // reloads rather than kills.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
         let server = satchel_server::start(config).await?;
-        // The serving loop only ends when shut down: wait for the signal to do so.
-        let signal = shutdown_signal().await?;
+        // The serving loop only ends when shut down: wait for the signal to do so, reloading
+        // files on each SIGHUP meanwhile.
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        let signal = loop {
+            tokio::select! {
+                signal = &mut stop => break signal?,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    server.reload();
+                }
+            }
+        };
         tracing::info!(%signal, window = %humantime::format_duration(window), "shutting down: draining");
         let report = server.shutdown(window).await;
         tracing::info!(

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::gate::Gate;
 use super::leases::{Lease, LeaseBook};
 use super::record::Outcome;
-use crate::backend::{Attempt, Retry};
+use crate::backend::{Attempt, RequestContext, Retry};
 use crate::forward::UpstreamHeaders;
 use crate::model::{ClaimedRequest, OutcomeKind, Settlement};
 use crate::result_line;
@@ -45,6 +45,11 @@ pub(crate) async fn run_one(
     };
     let route = routed.route;
     let headers = UpstreamHeaders::from_stored(request.upstream_headers.as_deref());
+    let context = RequestContext {
+        batch: request.request.batch,
+        custom_id: &request.custom_id,
+        headers: &headers,
+    };
     let mut retries = 0;
     // Until an attempt reaches the upstream, the request has not been sent: it may still be
     // given back if its batch stops.
@@ -68,7 +73,7 @@ pub(crate) async fn run_one(
         }
         let started = std::time::Instant::now();
         let attempt = tokio::select! {
-            attempt = route.backend.send(&request.params, &headers) => attempt,
+            attempt = route.backend.send(&request.params, &context) => attempt,
             // The shutdown window is over: the upstream's answer will not be stored.
             () = signals.cut.cancelled() => return released,
         };

@@ -13,8 +13,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
 use super::{DispatchConfig, Dispatcher};
-use crate::backend::{Attempt, Backend, Failure};
-use crate::forward::UpstreamHeaders;
+use crate::backend::{Attempt, Backend, Failure, RequestContext};
 use crate::limits::{LimitsConfig, RetryPolicy};
 use crate::model::{
     BatchRecord, ClaimedRequest, DeleteOutcome, IngestChunk, ListCursor, ModelFilter, NewBatch,
@@ -90,6 +89,9 @@ impl Store for FakeStore {
         Err(unused())
     }
     async fn delete_batch(&self, _: &str, _: &str) -> Result<DeleteOutcome, StoreError> {
+        Err(unused())
+    }
+    async fn queued_requests(&self, _: &str) -> Result<u64, StoreError> {
         Err(unused())
     }
     fn results(&self, _: &str, _: &str) -> ResultStream {
@@ -267,7 +269,7 @@ impl Scripted {
 
 #[async_trait]
 impl Backend for Scripted {
-    async fn send(&self, params: &RawValue, _headers: &UpstreamHeaders) -> Attempt {
+    async fn send(&self, params: &RawValue, _request: &RequestContext<'_>) -> Attempt {
         let n: i64 = serde_json::from_str::<serde_json::Value>(params.get()).unwrap()["n"]
             .as_i64()
             .unwrap();

@@ -8,21 +8,26 @@
 //! back. Usage is counted at 4 characters a token: output tokens from the reply, input tokens
 //! from the bytes of `system` and `messages`. Same params, same reply (only ids are fresh).
 //!
-//! For use as a test double it can also wait a fixed latency per request and fail a share of
-//! requests at random with `api_error` or `overloaded_error`.
+//! For use as a test double it can also wait a fixed latency per request, fail a share of
+//! requests at random with `api_error` or `overloaded_error`, and follow scripted rules per
+//! request (`fixtures/`).
 
 mod compose;
+mod fixtures;
 mod params;
 mod schema;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use satchel_wire::{ErrorType, Message};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
-use crate::backend::{Attempt, Backend, Failure};
-use crate::forward::UpstreamHeaders;
+use crate::backend::{Attempt, Backend, Failure, RequestContext};
+pub use fixtures::{FixtureError, Fixtures};
 pub use params::Invalid;
 
 /// How the emulator behaves.
@@ -33,51 +38,124 @@ pub struct EmulatorConfig {
     /// Share of requests (0.0–1.0) that fail with an injected `api_error` or
     /// `overloaded_error`, after validation.
     pub error_rate: f64,
+    /// A file of scripted replies (see `fixtures/`), read at start and on SIGHUP.
+    pub fixtures: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Emulator {
     config: EmulatorConfig,
+    fixtures: Option<Arc<Fixtures>>,
 }
 
 impl Emulator {
+    /// An emulator without fixtures (whatever `config.fixtures` says).
     pub fn new(config: EmulatorConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            fixtures: None,
+        }
+    }
+
+    /// An emulator with the fixtures `config` names, read now.
+    pub fn open(config: EmulatorConfig) -> Result<Self, FixtureError> {
+        let fixtures = match &config.fixtures {
+            Some(path) => {
+                let fixtures = Fixtures::load(path)?;
+                tracing::info!(path = %path.display(), rules = fixtures.len(), "emulator fixtures loaded");
+                Some(Arc::new(fixtures))
+            }
+            None => None,
+        };
+        Ok(Self { config, fixtures })
     }
 }
 
 #[async_trait]
 impl Backend for Emulator {
-    async fn send(&self, params: &RawValue, _headers: &UpstreamHeaders) -> Attempt {
-        if !self.config.latency.is_zero() {
-            tokio::time::sleep(self.config.latency).await;
+    async fn send(&self, params: &RawValue, request: &RequestContext<'_>) -> Attempt {
+        let scripted = self
+            .fixtures
+            .as_ref()
+            .and_then(|f| f.script(request.batch, request.custom_id, params));
+        let latency = scripted
+            .as_ref()
+            .and_then(|s| s.latency)
+            .unwrap_or(self.config.latency);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
+        // Validation comes first: no fixture makes invalid params succeed.
         let message = match reply(params) {
             Ok(message) => message,
             Err(Invalid(message)) => {
                 return Attempt::Failed(Failure::fatal(ErrorType::InvalidRequestError, message));
             }
         };
-        // Injected errors are final: the emulator stands for the API as a batch client sees
-        // it, after the API's own retries.
-        if self.config.error_rate > 0.0 && fastrand::f64() < self.config.error_rate {
-            return Attempt::Failed(if fastrand::bool() {
-                Failure::fatal(ErrorType::ApiError, "Internal server error")
-            } else {
-                Failure::fatal(ErrorType::OverloadedError, "Overloaded")
-            });
-        }
-        match serde_json::value::to_raw_value(&message) {
+        let patch = match scripted {
+            Some(scripted) => match scripted.outcome {
+                Err(failure) => return Attempt::Failed(failure),
+                Ok(patch) => patch.map(|patch| (scripted.line, patch)),
+            },
+            None => {
+                // Injected errors are final: the emulator stands for the API as a batch
+                // client sees it, after the API's own retries. Scripted requests get none.
+                if self.config.error_rate > 0.0 && fastrand::f64() < self.config.error_rate {
+                    return Attempt::Failed(if fastrand::bool() {
+                        Failure::fatal(ErrorType::ApiError, "Internal server error")
+                    } else {
+                        Failure::fatal(ErrorType::OverloadedError, "Overloaded")
+                    });
+                }
+                None
+            }
+        };
+        match finish(&message, patch) {
             Ok(raw) => Attempt::Message(raw),
-            Err(e) => Attempt::Failed(Failure::fatal(ErrorType::ApiError, e.to_string())),
+            Err(problem) => Attempt::Failed(Failure::fatal(ErrorType::ApiError, problem)),
         }
     }
+
+    fn reload(&self) {
+        let Some(fixtures) = &self.fixtures else {
+            return;
+        };
+        let path = fixtures.path().display();
+        match fixtures.reload() {
+            Ok(rules) => tracing::info!(%path, rules, "emulator fixtures reloaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "emulator fixtures not reloaded; the rules loaded before stay")
+            }
+        }
+    }
+}
+
+/// The reply as sent: the generated message, with a fixture's `message` (from the rule on
+/// `line`) merged over it, which must still be a `Message` the SDKs can read.
+fn finish(
+    message: &Message,
+    patch: Option<(usize, Map<String, Value>)>,
+) -> Result<Box<RawValue>, String> {
+    let Some((line, patch)) = patch else {
+        return serde_json::value::to_raw_value(message).map_err(|e| e.to_string());
+    };
+    let mut value = serde_json::to_value(message).map_err(|e| e.to_string())?;
+    fixtures::merge_patch(&mut value, &patch);
+    if let Err(e) = serde_json::from_value::<Message>(value.clone()) {
+        return Err(format!(
+            "the emulator fixture on line {line} makes a reply that is not a Message: {e}"
+        ));
+    }
+    serde_json::value::to_raw_value(&value).map_err(|e| e.to_string())
 }
 
 /// Validates `params` and builds the emulator's reply.
 pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
     params::parse(params).map(|request| compose::compose(&request))
 }
+
+#[cfg(test)]
+mod scripted_tests;
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +166,10 @@ mod tests {
 
     fn raw(json: &str) -> Box<RawValue> {
         RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    fn context() -> RequestContext<'static> {
+        scripted_tests::context(1, "a")
     }
 
     fn error_of(json: &str) -> String {
@@ -347,13 +429,13 @@ mod tests {
     #[tokio::test]
     async fn injects_errors_at_the_configured_rate() {
         let always = Emulator::new(EmulatorConfig {
-            latency: Duration::ZERO,
             error_rate: 1.0,
+            ..EmulatorConfig::default()
         });
         let params =
             raw(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#);
         for _ in 0..20 {
-            match always.send(&params, &UpstreamHeaders::default()).await {
+            match always.send(&params, &context()).await {
                 Attempt::Failed(failure) => {
                     assert!(matches!(
                         failure.kind,
@@ -365,7 +447,7 @@ mod tests {
         }
         let never = Emulator::default();
         assert!(matches!(
-            never.send(&params, &UpstreamHeaders::default()).await,
+            never.send(&params, &context()).await,
             Attempt::Message(_)
         ));
     }

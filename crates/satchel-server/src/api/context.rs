@@ -36,7 +36,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
-    let mut response = match admit(&state, &request) {
+    let mut response = match admit(&state, &request, &route) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -47,6 +47,9 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("request-id", value);
     }
+    response
+        .headers_mut()
+        .insert("anthropic-organization-id", state.organization_id.clone());
     let batch_id = match response.extensions().get::<BatchId>() {
         Some(id) => Some(id.0.clone()),
         None if route.contains("{id}") => batch_id_in(&path).map(str::to_owned),
@@ -72,13 +75,16 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     response
 }
 
+/// The prefix of the Message Batches routes' templates.
+const BATCH_ROUTES: &str = "/v1/messages/batches";
+
 /// The `{id}` of `/v1/messages/batches/{id}[/…]`.
 fn batch_id_in(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v1/messages/batches/")?;
     rest.split('/').next().filter(|id| !id.is_empty())
 }
 
-fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
+fn admit(state: &AppState, request: &Request, route: &str) -> Result<Caller, ApiError> {
     let headers = request.headers();
     if !state.cors.admits(headers) {
         return Err(ApiError::CorsHeaderRequired);
@@ -98,6 +104,11 @@ fn admit(state: &AppState, request: &Request) -> Result<Caller, ApiError> {
         .ok_or(ApiError::MissingVersion)?;
     if !looks_like_a_date(version) {
         return Err(ApiError::bad_version(version));
+    }
+    // The workspace's calls a minute count on the batch routes (the API's own), after
+    // everything else passed.
+    if route.starts_with(BATCH_ROUTES) {
+        state.batches.admit_call(workspace)?;
     }
     let local = request
         .extensions()

@@ -110,6 +110,7 @@ impl ApiError {
                 BatchError::Ingest(
                     IngestError::Invalid(_) | IngestError::NotJson(_) | IngestError::Read(_),
                 ) => (StatusCode::BAD_REQUEST, T::InvalidRequestError),
+                BatchError::OverLimit(_) => (StatusCode::TOO_MANY_REQUESTS, T::RateLimitError),
                 BatchError::Ingest(IngestError::StoreGone) | BatchError::Store(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, T::ApiError)
                 }
@@ -137,10 +138,26 @@ fn cap_message(message: String) -> String {
     }
 }
 
+impl ApiError {
+    /// How long the client should wait before trying again, for errors that say so (the
+    /// `retry-after` header, whole seconds).
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Batch(BatchError::OverLimit(over)) => Some(over.retry_after()),
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let wire = self.to_wire();
         let mut response = wire.status.into_response();
+        if let Some(after) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, after.as_secs().into());
+        }
         response.extensions_mut().insert(wire);
         response
     }

@@ -42,6 +42,9 @@ pub struct AppState {
     pub cors: Arc<cors::CorsPolicy>,
     /// The routing table, for the dashboard's view of the backends.
     pub routes: Arc<satchel_core::routing::Routes>,
+    /// Sent as `anthropic-organization-id` on every response (see
+    /// [`crate::organization`]).
+    pub organization_id: axum::http::HeaderValue,
 }
 
 /// Smaller answers are not worth compressing.

@@ -59,6 +59,10 @@ impl Store for MeteredStore {
         timed("get_batch", self.inner.get_batch(workspace, id)).await
     }
 
+    async fn queued_requests(&self, workspace: &str) -> Result<u64, StoreError> {
+        timed("queued_requests", self.inner.queued_requests(workspace)).await
+    }
+
     async fn list_batches(
         &self,
         workspace: &str,

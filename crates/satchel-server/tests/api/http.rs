@@ -451,3 +451,42 @@ async fn a_graceful_stop_cuts_what_is_still_open_at_the_deadline() {
     );
     assert!(read_to_close(&mut stalled, GENEROUS).await.is_empty());
 }
+
+#[tokio::test]
+async fn every_answer_names_the_organization_as_the_hosted_api_does() {
+    let app = TestApp::spawn().await;
+    let ok = app.send(Method::GET, "/v1/messages/batches", None).await;
+    let missing = app.get("msgbatch_nope").await;
+    let unauthenticated = app.as_key("wrong").get("msgbatch_nope").await;
+    let id = ok.headers["anthropic-organization-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(satchel_server::organization::is_uuid(&id), "{id}");
+    for reply in [&missing, &unauthenticated] {
+        assert_eq!(reply.headers["anthropic-organization-id"], id.as_str());
+    }
+
+    let pinned = TestApp::spawn_with(|config| {
+        config.organization_id = Some("0d6c4a3e-1f2b-4c5d-8e9f-a0b1c2d3e4f5".into());
+    })
+    .await;
+    let reply = pinned.send(Method::GET, "/v1/messages/batches", None).await;
+    assert_eq!(
+        reply.headers["anthropic-organization-id"],
+        "0d6c4a3e-1f2b-4c5d-8e9f-a0b1c2d3e4f5"
+    );
+    let refused = satchel_server::start({
+        let mut config = satchel_server::ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            std::env::temp_dir().join("never-opened.db"),
+        );
+        config.organization_id = Some("org-1".into());
+        config
+    })
+    .await;
+    assert!(matches!(
+        refused,
+        Err(satchel_server::StartError::OrganizationId(_))
+    ));
+}

@@ -12,5 +12,6 @@ mod encoding;
 mod extensions;
 mod http;
 mod lifecycle;
+mod limits;
 mod list;
 mod results;
