@@ -26,6 +26,7 @@ pub mod observe;
 pub mod result_line;
 pub mod routing;
 pub mod store;
+pub mod webhooks;
 
 pub use backend::{Attempt, Backend, Failure, Retry};
 pub use forward::UpstreamHeaders;
