@@ -89,6 +89,8 @@ macro_rules! store_conformance_two_nodes {
 }
 
 pub mod two_nodes;
+// The webhook outbox's cases (their own macros: outbox_conformance!, outbox_conformance_two_nodes!).
+pub mod outbox;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

@@ -10,7 +10,11 @@ use tokio_postgres::Client;
 use crate::OpenError;
 
 /// (version, SQL), in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    // The webhook outbox.
+    (3, include_str!("migrations/0003_webhooks.sql")),
+];
 
 /// The advisory lock key that serialises migrations ("satchel-migrate").
 const MIGRATE_LOCK: i64 = 0x5a7c_4e10_0000_0001;

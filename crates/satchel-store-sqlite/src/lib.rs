@@ -16,6 +16,7 @@
 mod blobs;
 mod ingest;
 mod ops;
+mod outbox;
 mod pool;
 mod results;
 mod stats;
@@ -284,5 +285,11 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.read(stats::stats).await
+    }
+
+    fn webhook_outbox(&self) -> Option<Arc<dyn satchel_core::webhooks::Outbox>> {
+        Some(Arc::new(outbox::SqliteOutbox {
+            pool: self.pool.clone(),
+        }))
     }
 }
