@@ -1,7 +1,9 @@
 //! The webhook outbox on PostgreSQL (`migrations/0003_webhooks.sql`), shared by every node:
 //! events recorded by a trigger in the transaction that ends a batch; fan-out and claims
 //! lock what they take with `FOR UPDATE SKIP LOCKED`, so two nodes never fan one event out
-//! twice nor hold one delivery at once; leases are judged by the database's clock.
+//! twice nor hold one delivery at once. Leases are judged by the database's clock (a node
+//! with a fast clock must not take another's lease early); when a delivery is due is the
+//! node's clock's (a skew only moves a retry by as much).
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -83,14 +85,11 @@ impl Outbox for PostgresOutbox {
             return Ok(0);
         }
         tx.execute(
-            &format!(
-                "INSERT INTO webhook_deliveries (event_pk, workspace, url, next_attempt_at, created_at)
-                 SELECT event_pk, workspace, url, {due}, $4
-                 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS s(event_pk, workspace, url)
-                 ON CONFLICT (event_pk, url) DO NOTHING",
-                due = db_time("$4", "$5")
-            ),
-            &[&event_pks, &workspaces, &urls, &now.as_micros(), &wall()],
+            "INSERT INTO webhook_deliveries (event_pk, workspace, url, next_attempt_at, created_at)
+             SELECT event_pk, workspace, url, $4, $4
+             FROM unnest($1::bigint[], $2::text[], $3::text[]) AS s(event_pk, workspace, url)
+             ON CONFLICT (event_pk, url) DO NOTHING",
+            &[&event_pks, &workspaces, &urls, &now.as_micros()],
         )
         .await
         .map_err(engine)?;
@@ -120,7 +119,7 @@ impl Outbox for PostgresOutbox {
                              lease_until = {until}, owner = $4
                          WHERE pk = ANY(ARRAY(
                              SELECT pk FROM webhook_deliveries
-                             WHERE state = 0 AND next_attempt_at <= {now} AND lease_until <= {now}
+                             WHERE state = 0 AND next_attempt_at <= $1 AND lease_until <= {now}
                              ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED))
                          RETURNING pk, attempts, url, event_pk
                      )
@@ -163,14 +162,10 @@ impl Outbox for PostgresOutbox {
         let next = outcome.next_attempt_at.map(Timestamp::as_micros);
         let changed = client
             .execute(
-                &format!(
-                    "UPDATE webhook_deliveries SET state = $3, last_status = $4, last_error = $5,
-                         last_attempt_at = $6,
-                         next_attempt_at = COALESCE({next}, next_attempt_at),
-                         lease_until = 0, owner = NULL
-                     WHERE pk = $1 AND attempts = $2 AND state = 0",
-                    next = db_time("$7", "$8")
-                ),
+                "UPDATE webhook_deliveries SET state = $3, last_status = $4, last_error = $5,
+                     last_attempt_at = $6, next_attempt_at = COALESCE($7, next_attempt_at),
+                     lease_until = 0, owner = NULL
+                 WHERE pk = $1 AND attempts = $2 AND state = 0",
                 &[
                     &key.delivery,
                     &key.attempt,
@@ -179,7 +174,6 @@ impl Outbox for PostgresOutbox {
                     &outcome.error,
                     &now.as_micros(),
                     &next,
-                    &wall(),
                 ],
             )
             .await

@@ -1,7 +1,7 @@
 -- The webhook outbox (see outbox.rs). (Version 3: version 2 is left to the work on results
 -- while a batch runs; the migrator applies whatever is above the applied version, in order.)
--- Event and delivery times are microseconds since the epoch; lease_until and
--- next_attempt_at are on the database's clock, like the queue's leases.
+-- Times are microseconds since the epoch, on the nodes' clocks except lease_until, which is
+-- on the database's clock, like the queue's leases.
 
 -- One row an event, recorded by the trigger below in the transaction that ends the batch;
 -- fanned_out once its deliveries exist.
