@@ -37,6 +37,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("cannot start webhook delivery: {0}")]
+    Webhooks(#[from] satchel_upstream::UpstreamError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -63,6 +65,8 @@ pub struct RunningServer {
     health: Arc<Health>,
     /// How long a graceful shutdown keeps serving, not ready, before it drains.
     drain_delay: Duration,
+    /// The webhook delivery worker (none when the engine keeps no outbox).
+    webhooks: Option<JoinHandle<()>>,
 }
 
 /// What a graceful shutdown did.
@@ -83,6 +87,7 @@ impl RunningServer {
         self.housekeeping.abort();
         self.shares.abort();
         self.dispatcher.abort();
+        abort_webhooks(self.webhooks);
         result
     }
 
@@ -101,6 +106,7 @@ impl RunningServer {
         self.housekeeping.abort();
         self.shares.abort();
         self.dispatcher.abort();
+        abort_webhooks(self.webhooks);
     }
 
     /// Stops gracefully within `window`: no new connections; open exchanges may finish (the
@@ -119,6 +125,8 @@ impl RunningServer {
         }
         let http = self.server.handle();
         let (dispatch, http) = tokio::join!(self.dispatcher.drain(window), http.shutdown(window));
+        // An attempt cut short here is sent again once its lease runs out (at least once).
+        abort_webhooks(self.webhooks);
         self.housekeeping.abort();
         self.shares.abort();
         self.server.abort();
@@ -208,6 +216,8 @@ pub async fn start_with(
     let shares = share_limits(store.clone(), routes.clone()).await;
     let dispatcher = Dispatcher::new(store.clone(), routes.clone(), dispatch, work_arrived).spawn();
     let health = Health::new(store.clone());
+    let webhook_outbox = store.webhook_outbox();
+    let webhooks = start_webhooks(webhook_outbox.clone(), &config)?;
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
 
@@ -243,6 +253,7 @@ pub async fn start_with(
             config.cors_allowed_origins.clone(),
         )),
         routes,
+        webhooks: webhook_outbox,
     };
     let app = api::router(state)
         .merge(health::router(health.clone()))
@@ -275,6 +286,7 @@ pub async fn start_with(
         server,
         health,
         drain_delay: config.drain_delay,
+        webhooks,
     })
 }
 
@@ -323,4 +335,32 @@ async fn share_limits(
             }
         }
     })
+}
+
+/// Starts the webhook delivery worker on the store's outbox (even with no endpoint
+/// configured: events are then marked handled, and old ones purged).
+fn start_webhooks(
+    outbox: Option<Arc<dyn satchel_core::webhooks::Outbox>>,
+    config: &ServerConfig,
+) -> Result<Option<JoinHandle<()>>, StartError> {
+    let Some(outbox) = outbox else {
+        return Ok(None);
+    };
+    let sender = satchel_upstream::webhook::WebhookSender::new(config.webhooks.timeout)?;
+    for endpoint in &config.webhooks.endpoints {
+        tracing::info!(workspace = %endpoint.workspace, events = ?endpoint.events, "webhook endpoint configured");
+    }
+    let worker = satchel_core::webhooks::WebhookWorker::new(
+        outbox,
+        Arc::new(sender),
+        config.webhooks.clone(),
+        config.dispatch.node_id.clone(),
+    );
+    Ok(Some(worker.spawn()))
+}
+
+fn abort_webhooks(worker: Option<JoinHandle<()>>) {
+    if let Some(worker) = worker {
+        worker.abort();
+    }
 }

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Where to serve `/metrics` (and the probes again); none: metrics are off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Webhook endpoints and how they are delivered to (see `crate::webhooks`).
+    pub webhooks: satchel_core::webhooks::WebhookConfig,
 }
 
 /// How long a graceful shutdown waits for attempts in flight and open responses.
@@ -173,6 +175,7 @@ impl ServerConfig {
             cors_allowed_origins: Vec::new(),
             drain_delay: DEFAULT_DRAIN_DELAY,
             metrics_listen: None,
+            webhooks: Default::default(),
         }
     }
 }
@@ -192,6 +195,11 @@ pub struct ConfigFile {
     /// Model servers requests run on; none means the emulator runs every model.
     #[serde(default)]
     pub backends: Vec<BackendEntry>,
+    /// Webhook endpoints (`[[webhooks]]`) and their delivery settings (see `crate::webhooks`).
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookEntry>,
+    #[serde(default)]
+    pub webhook_delivery: crate::webhooks::WebhookDeliverySection,
 }
 
 /// One `[[backends]]` entry: a model server, the models it serves and its limits.
@@ -294,6 +302,8 @@ pub enum ConfigError {
     Keys(#[from] crate::auth::KeyConflict),
     #[error("backend {backend:?}: {problem}")]
     Backend { backend: String, problem: String },
+    #[error("webhook {entry}: {problem}")]
+    Webhook { entry: String, problem: String },
 }
 
 impl ConfigFile {
@@ -312,6 +322,11 @@ impl ConfigFile {
             });
         }
         Ok(file)
+    }
+
+    /// The file's webhook endpoints and delivery settings, checked.
+    pub fn webhook_config(&self) -> Result<satchel_core::webhooks::WebhookConfig, ConfigError> {
+        crate::webhooks::config::build(&self.webhooks, &self.webhook_delivery)
     }
 
     /// Adds this file's keys to `keys`; a key already given to another workspace is refused.

@@ -9,6 +9,7 @@
 //! - [`health`]: `/healthz` and `/readyz`, for orchestrators and load balancers.
 //! - [`http`]: the serving loop: accepts connections and serves them, with limits.
 //! - [`telemetry`]: `/metrics` (Prometheus), on its own listener.
+//! - [`webhooks`]: the webhook settings of the config file and the delivery log route.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod dashboard;
 pub mod health;
 pub mod http;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
 pub use config::{

@@ -168,6 +168,7 @@ impl ServeArgs {
         if let Some(path) = &self.config {
             let file = ConfigFile::load(path)?;
             file.add_keys_to(&mut config.keys)?;
+            config.webhooks = file.webhook_config()?;
             config.backends = file.backends;
         }
         for key in self

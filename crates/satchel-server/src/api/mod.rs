@@ -40,6 +40,8 @@ pub struct AppState {
     pub cors: Arc<cors::CorsPolicy>,
     /// The routing table, for the dashboard's view of the backends.
     pub routes: Arc<satchel_core::routing::Routes>,
+    /// The store's webhook outbox, for the delivery log (None: the engine keeps none).
+    pub webhooks: Option<Arc<dyn satchel_core::webhooks::Outbox>>,
 }
 
 /// Smaller answers are not worth compressing.
@@ -59,6 +61,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/messages/batches/{id}/results", get(batches::results))
         .route("/dashboard/api/backends", get(crate::dashboard::backends))
+        .route(
+            "/v1/satchel/webhooks/deliveries",
+            get(crate::webhooks::log::deliveries),
+        )
         .fallback(batches::unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
