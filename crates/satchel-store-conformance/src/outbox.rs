@@ -74,7 +74,11 @@ fn subscription(workspace: &str, url: &str, events: &[&str]) -> Subscription {
 }
 
 fn ended() -> Vec<Subscription> {
-    vec![subscription("w", "https://hooks.example/a", &[MESSAGE_BATCH_ENDED])]
+    vec![subscription(
+        "w",
+        "https://hooks.example/a",
+        &[MESSAGE_BATCH_ENDED],
+    )]
 }
 
 fn delivered(status: u16) -> AttemptRecord {
@@ -95,7 +99,10 @@ fn retry_at(at: Timestamp) -> AttemptRecord {
     }
 }
 
-async fn log(outbox: &Arc<dyn Outbox>, workspace: &str) -> Vec<satchel_core::webhooks::DeliveryRecord> {
+async fn log(
+    outbox: &Arc<dyn Outbox>,
+    workspace: &str,
+) -> Vec<satchel_core::webhooks::DeliveryRecord> {
     outbox
         .deliveries(workspace, &DeliveryFilter::default(), 1000)
         .await
@@ -110,7 +117,10 @@ pub async fn outbox_records_one_event_for_every_way_a_batch_ends(store: Arc<dyn 
     drain(&store, now).await;
     // Canceled with nothing in flight: ends at once.
     let canceled_at_once = create(&store, "w", 5, now).await;
-    store.cancel_batch("w", &canceled_at_once, now).await.unwrap();
+    store
+        .cancel_batch("w", &canceled_at_once, now)
+        .await
+        .unwrap();
     // Canceled with requests in flight: ends with their settle.
     let canceled_later = create(&store, "w", 5, now).await;
     let in_flight = store
@@ -118,7 +128,10 @@ pub async fn outbox_records_one_event_for_every_way_a_batch_ends(store: Arc<dyn 
         .await
         .unwrap();
     store.cancel_batch("w", &canceled_later, now).await.unwrap();
-    assert_eq!(get(&store, "w", &canceled_later).await.status, ProcessingStatus::Canceling);
+    assert_eq!(
+        get(&store, "w", &canceled_later).await.status,
+        ProcessingStatus::Canceling
+    );
     store.settle(settle_ok(&in_flight), now).await.unwrap();
     // Expired, by the sweep.
     let expired = create(&store, "w", 7, now).await;
@@ -128,11 +141,16 @@ pub async fn outbox_records_one_event_for_every_way_a_batch_ends(store: Arc<dyn 
     let running = create(&store, "w", 3, after_expiry).await;
 
     assert_eq!(outbox.fan_out(&ended(), 100, now).await.unwrap(), 4);
-    assert_eq!(outbox.fan_out(&ended(), 100, now).await.unwrap(), 0, "fanned out once");
+    assert_eq!(
+        outbox.fan_out(&ended(), 100, now).await.unwrap(),
+        0,
+        "fanned out once"
+    );
     let log = log(&outbox, "w").await;
     let ids: HashSet<&str> = log.iter().map(|d| d.event.batch_id.as_str()).collect();
-    let expected: HashSet<&str> =
-        [&settled, &canceled_at_once, &canceled_later, &expired].map(String::as_str).into();
+    let expected: HashSet<&str> = [&settled, &canceled_at_once, &canceled_later, &expired]
+        .map(String::as_str)
+        .into();
     assert_eq!(ids, expected);
     assert!(!ids.contains(running.as_str()));
     for d in &log {
@@ -140,7 +158,11 @@ pub async fn outbox_records_one_event_for_every_way_a_batch_ends(store: Arc<dyn 
         assert_eq!(batch.status, ProcessingStatus::Ended);
         assert_eq!(d.event.kind, MESSAGE_BATCH_ENDED);
         assert_eq!(d.event.workspace, "w");
-        assert_eq!(Some(d.event.created_at), batch.ended_at, "the event is the end's");
+        assert_eq!(
+            Some(d.event.created_at),
+            batch.ended_at,
+            "the event is the end's"
+        );
         assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 0));
         assert!(d.event.id.starts_with("wevt_"));
     }
@@ -156,20 +178,49 @@ pub async fn outbox_fans_out_once_to_the_subscriptions_that_want_it(store: Arc<d
     drain(&store, now).await;
     let subscriptions = [
         subscription("w", "https://a.example/hook", &[MESSAGE_BATCH_ENDED]),
-        subscription("w", "https://b.example/hook", &["message_batch.other", MESSAGE_BATCH_ENDED]),
+        subscription(
+            "w",
+            "https://b.example/hook",
+            &["message_batch.other", MESSAGE_BATCH_ENDED],
+        ),
         subscription("w", "https://c.example/hook", &["message_batch.other"]),
         subscription("nobody", "https://d.example/hook", &[MESSAGE_BATCH_ENDED]),
     ];
     assert_eq!(outbox.fan_out(&subscriptions, 100, now).await.unwrap(), 2);
     let log = log(&outbox, "w").await;
     let urls: HashSet<&str> = log.iter().map(|d| d.url.as_str()).collect();
-    assert_eq!(urls, ["https://a.example/hook", "https://b.example/hook"].into());
+    assert_eq!(
+        urls,
+        ["https://a.example/hook", "https://b.example/hook"].into()
+    );
     assert!(log.iter().all(|d| d.event.batch_id == id));
-    assert_eq!(log[0].event.id, log[1].event.id, "one event, two deliveries");
-    assert!(outbox.deliveries("other", &DeliveryFilter::default(), 10).await.unwrap().is_empty());
-    assert!(outbox.deliveries("nobody", &DeliveryFilter::default(), 10).await.unwrap().is_empty());
+    assert_eq!(
+        log[0].event.id, log[1].event.id,
+        "one event, two deliveries"
+    );
+    assert!(
+        outbox
+            .deliveries("other", &DeliveryFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        outbox
+            .deliveries("nobody", &DeliveryFilter::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let filtered = outbox
-        .deliveries("w", &DeliveryFilter { batch_id: Some("msgbatch_none".into()), before: None }, 10)
+        .deliveries(
+            "w",
+            &DeliveryFilter {
+                batch_id: Some("msgbatch_none".into()),
+                before: None,
+            },
+            10,
+        )
         .await
         .unwrap();
     assert!(filtered.is_empty());
@@ -183,40 +234,95 @@ pub async fn outbox_leases_are_fenced_by_the_attempt(store: Arc<dyn Store>) {
     outbox.fan_out(&ended(), 100, now).await.unwrap();
     let lease = Duration::from_secs(60);
 
-    let first = outbox.claim_deliveries(NODE, 10, now, now.plus(lease)).await.unwrap();
+    let first = outbox
+        .claim_deliveries(NODE, 10, now, now.plus(lease))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].key.attempt, 1);
     assert_eq!(first[0].event.batch_id, id);
     assert!(
-        outbox.claim_deliveries(OTHER_NODE, 10, now, now.plus(lease)).await.unwrap().is_empty(),
+        outbox
+            .claim_deliveries(OTHER_NODE, 10, now, now.plus(lease))
+            .await
+            .unwrap()
+            .is_empty(),
         "a leased delivery is not claimed again"
     );
     let retry = now.plus(Duration::from_secs(10));
-    assert!(outbox.record_attempt(first[0].key, retry_at(retry), now).await.unwrap());
     assert!(
-        outbox.claim_deliveries(NODE, 10, now, now.plus(lease)).await.unwrap().is_empty(),
+        outbox
+            .record_attempt(first[0].key, retry_at(retry), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        outbox
+            .claim_deliveries(NODE, 10, now, now.plus(lease))
+            .await
+            .unwrap()
+            .is_empty(),
         "not due before its next attempt"
     );
-    let second = outbox.claim_deliveries(NODE, 10, retry, retry.plus(lease)).await.unwrap();
+    let second = outbox
+        .claim_deliveries(NODE, 10, retry, retry.plus(lease))
+        .await
+        .unwrap();
     assert_eq!(second[0].key.attempt, 2);
-    assert_eq!(second[0].event, first[0].event, "the same event at every attempt");
+    assert_eq!(
+        second[0].event, first[0].event,
+        "the same event at every attempt"
+    );
     assert!(
-        !outbox.record_attempt(first[0].key, delivered(200), retry).await.unwrap(),
+        !outbox
+            .record_attempt(first[0].key, delivered(200), retry)
+            .await
+            .unwrap(),
         "a stale attempt records nothing"
     );
     // The holder died: its lease runs out and another node takes it.
     let later = retry.plus(lease).plus(Duration::from_secs(1));
-    let third = outbox.claim_deliveries(OTHER_NODE, 10, later, later.plus(lease)).await.unwrap();
+    let third = outbox
+        .claim_deliveries(OTHER_NODE, 10, later, later.plus(lease))
+        .await
+        .unwrap();
     assert_eq!(third[0].key.attempt, 3);
-    assert!(!outbox.record_attempt(second[0].key, delivered(200), later).await.unwrap());
-    assert!(outbox.record_attempt(third[0].key, delivered(204), later).await.unwrap());
-    assert!(!outbox.record_attempt(third[0].key, retry_at(later), later).await.unwrap(), "final");
+    assert!(
+        !outbox
+            .record_attempt(second[0].key, delivered(200), later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        outbox
+            .record_attempt(third[0].key, delivered(204), later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outbox
+            .record_attempt(third[0].key, retry_at(later), later)
+            .await
+            .unwrap(),
+        "final"
+    );
     let far = later.plus(HOUR);
-    assert!(outbox.claim_deliveries(NODE, 10, far, far.plus(lease)).await.unwrap().is_empty());
+    assert!(
+        outbox
+            .claim_deliveries(NODE, 10, far, far.plus(lease))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let log = log(&outbox, "w").await;
     assert_eq!(log.len(), 1);
     assert_eq!(
-        (log[0].state, log[0].attempts, log[0].last_status, log[0].next_attempt_at),
+        (
+            log[0].state,
+            log[0].attempts,
+            log[0].last_status,
+            log[0].next_attempt_at
+        ),
         (DeliveryState::Delivered, 3, Some(204), None)
     );
     assert_eq!(log[0].last_attempt_at, Some(later));
@@ -229,9 +335,19 @@ pub async fn outbox_purge_keeps_what_is_pending(store: Arc<dyn Store>) {
     create(&store, "w", 1, now).await;
     drain(&store, now).await;
     outbox.fan_out(&ended(), 100, now).await.unwrap();
-    let claimed = outbox.claim_deliveries(NODE, 1, now, now.plus(HOUR)).await.unwrap();
-    outbox.record_attempt(claimed[0].key, delivered(200), now).await.unwrap();
-    assert_eq!(outbox.purge_webhooks(now).await.unwrap(), 0, "nothing older than now");
+    let claimed = outbox
+        .claim_deliveries(NODE, 1, now, now.plus(HOUR))
+        .await
+        .unwrap();
+    outbox
+        .record_attempt(claimed[0].key, delivered(200), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox.purge_webhooks(now).await.unwrap(),
+        0,
+        "nothing older than now"
+    );
     assert_eq!(outbox.purge_webhooks(now.plus(HOUR)).await.unwrap(), 1);
     let log = log(&outbox, "w").await;
     assert_eq!(log.len(), 1);
@@ -282,6 +398,10 @@ pub async fn outbox_two_nodes_fan_out_and_claim_each_once(a: Arc<dyn Store>, b: 
     );
     let all: Vec<i64> = ca.iter().chain(&cb).map(|d| d.key.delivery).collect();
     let distinct: HashSet<i64> = all.iter().copied().collect();
-    assert_eq!((all.len(), distinct.len()), (40, 40), "each delivery held by one node");
+    assert_eq!(
+        (all.len(), distinct.len()),
+        (40, 40),
+        "each delivery held by one node"
+    );
     assert_eq!(log(&oa, "w").await.len(), 40);
 }

@@ -94,7 +94,8 @@ fn fan_out(
             "INSERT OR IGNORE INTO webhook_deliveries (event_pk, workspace, url, next_attempt_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?4)",
         )?;
-        let mut mark = tx.prepare_cached("UPDATE webhook_events SET fanned_out = 1 WHERE pk = ?1")?;
+        let mut mark =
+            tx.prepare_cached("UPDATE webhook_events SET fanned_out = 1 WHERE pk = ?1")?;
         for (pk, event) in &events {
             for s in subscriptions.iter().filter(|s| s.wants(event)) {
                 insert.execute(params![pk, event.workspace, s.url, now.as_micros()])?;
@@ -137,7 +138,12 @@ fn claim(
             "UPDATE webhook_deliveries SET attempts = ?2, lease_until = ?3, owner = ?4 WHERE pk = ?1",
         )?;
         for d in &due {
-            lease.execute(params![d.key.delivery, d.key.attempt, until.as_micros(), owner])?;
+            lease.execute(params![
+                d.key.delivery,
+                d.key.attempt,
+                until.as_micros(),
+                owner
+            ])?;
         }
     }
     tx.commit()?;
@@ -183,7 +189,12 @@ fn deliveries(
          ORDER BY d.pk DESC LIMIT ?4"
     ))?;
     let rows = statement.query_map(
-        params![workspace, filter.batch_id, filter.before, i64::from(limit) + 1],
+        params![
+            workspace,
+            filter.batch_id,
+            filter.before,
+            i64::from(limit) + 1
+        ],
         |r| {
             let state = state_from(r.get(2)?);
             Ok(DeliveryRecord {

@@ -173,11 +173,9 @@ impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
-            let public: Vec<SocketAddr> =
-                found.into_iter().filter(|a| is_public(a.ip())).collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
                 return Err(Box::new(NonPublicTarget(host)) as Box<dyn StdError + Send + Sync>);
             }
@@ -204,13 +202,29 @@ mod tests {
     #[test]
     fn non_public_addresses_are_recognised() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "255.255.255.255", "::1", "::", "fd00::1", "fe80::1", "::ffff:127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "::ffff:1.1.1.1"] {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -218,12 +232,24 @@ mod tests {
     #[tokio::test]
     async fn loopback_targets_are_refused_unless_allowed() {
         let sender = WebhookSender::new(Duration::from_secs(5)).unwrap();
-        for url in ["http://127.0.0.1:9/hook", "http://[::1]:9/hook", "http://localhost:9/hook"] {
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://[::1]:9/hook",
+            "http://localhost:9/hook",
+        ] {
             let outcome = sender.send(url, false, &[], "{}".into()).await;
-            assert!(matches!(outcome, SendOutcome::Refused { .. }), "{url}: {outcome:?}");
+            assert!(
+                matches!(outcome, SendOutcome::Refused { .. }),
+                "{url}: {outcome:?}"
+            );
         }
         // Allowed: it is attempted (nothing listens on port 9, so unreachable, not refused).
-        let outcome = sender.send("http://127.0.0.1:9/hook", true, &[], "{}".into()).await;
-        assert!(matches!(outcome, SendOutcome::Unreachable { .. }), "{outcome:?}");
+        let outcome = sender
+            .send("http://127.0.0.1:9/hook", true, &[], "{}".into())
+            .await;
+        assert!(
+            matches!(outcome, SendOutcome::Unreachable { .. }),
+            "{outcome:?}"
+        );
     }
 }

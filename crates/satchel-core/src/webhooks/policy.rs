@@ -112,18 +112,29 @@ mod tests {
     #[test]
     fn statuses_are_judged() {
         let (c, t) = (config(), Timestamp::from_micros(0));
-        assert_eq!(judge(&c, &answered(204, None), 1, t, t).state, DeliveryState::Delivered);
+        assert_eq!(
+            judge(&c, &answered(204, None), 1, t, t).state,
+            DeliveryState::Delivered
+        );
         for status in [408, 429, 500, 503] {
             let r = judge(&c, &answered(status, None), 1, t, t);
             assert_eq!(r.state, DeliveryState::Pending, "{status}");
             assert_eq!(r.status, Some(status));
         }
         for status in [301, 400, 401, 404, 410] {
-            assert_eq!(judge(&c, &answered(status, None), 1, t, t).state, DeliveryState::Failed, "{status}");
+            assert_eq!(
+                judge(&c, &answered(status, None), 1, t, t).state,
+                DeliveryState::Failed,
+                "{status}"
+            );
         }
-        let refused = SendOutcome::Refused { reason: "private".into() };
+        let refused = SendOutcome::Refused {
+            reason: "private".into(),
+        };
         assert_eq!(judge(&c, &refused, 1, t, t).state, DeliveryState::Failed);
-        let down = SendOutcome::Unreachable { error: "refused".into() };
+        let down = SendOutcome::Unreachable {
+            error: "refused".into(),
+        };
         assert_eq!(judge(&c, &down, 1, t, t).state, DeliveryState::Pending);
     }
 
@@ -138,7 +149,10 @@ mod tests {
         assert_eq!(r.state, DeliveryState::Failed);
         assert!(r.error.unwrap().contains("out of attempts"));
         let late = t.plus(Duration::from_secs(3600));
-        assert_eq!(judge(&c, &answered(500, None), 1, t, late).state, DeliveryState::Failed);
+        assert_eq!(
+            judge(&c, &answered(500, None), 1, t, late).state,
+            DeliveryState::Failed
+        );
     }
 
     #[test]

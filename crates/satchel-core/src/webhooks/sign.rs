@@ -33,9 +33,7 @@ impl SigningKey {
     /// Decodes a `whsec_<base64>` secret (24 to 64 bytes of key, as Standard Webhooks asks).
     pub fn from_secret(secret: &str) -> Result<Self, SecretError> {
         let encoded = secret.strip_prefix(PREFIX).ok_or(SecretError::Prefix)?;
-        let key = STANDARD
-            .decode(encoded)
-            .map_err(|_| SecretError::Base64)?;
+        let key = STANDARD.decode(encoded).map_err(|_| SecretError::Base64)?;
         if !(24..=64).contains(&key.len()) {
             return Err(SecretError::Length);
         }
@@ -81,9 +79,24 @@ mod tests {
 
     #[test]
     fn refuses_malformed_secrets() {
-        assert_eq!(SigningKey::from_secret("abc").unwrap_err(), SecretError::Prefix);
-        assert_eq!(SigningKey::from_secret("whsec_!!").unwrap_err(), SecretError::Base64);
-        assert_eq!(SigningKey::from_secret("whsec_c2hvcnQ=").unwrap_err(), SecretError::Length);
-        assert!(format!("{:?}", SigningKey::from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()).contains('…'));
+        assert_eq!(
+            SigningKey::from_secret("abc").unwrap_err(),
+            SecretError::Prefix
+        );
+        assert_eq!(
+            SigningKey::from_secret("whsec_!!").unwrap_err(),
+            SecretError::Base64
+        );
+        assert_eq!(
+            SigningKey::from_secret("whsec_c2hvcnQ=").unwrap_err(),
+            SecretError::Length
+        );
+        assert!(
+            format!(
+                "{:?}",
+                SigningKey::from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()
+            )
+            .contains('…')
+        );
     }
 }

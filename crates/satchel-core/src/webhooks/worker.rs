@@ -108,7 +108,12 @@ impl WebhookWorker {
                 let headers = endpoint.key.headers(&delivery.event.id, sent_at, &body);
                 let outcome = self
                     .sender
-                    .send(&delivery.url, endpoint.allow_private_targets, &headers, body)
+                    .send(
+                        &delivery.url,
+                        endpoint.allow_private_targets,
+                        &headers,
+                        body,
+                    )
                     .await;
                 policy::judge(
                     &self.config,

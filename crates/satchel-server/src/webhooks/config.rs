@@ -79,8 +79,14 @@ fn duration(
         None => Ok(default),
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(problem("[webhook_delivery]", format!("{setting} must be longer than zero"))),
-            Err(e) => Err(problem("[webhook_delivery]", format!("{setting} = {text:?}: {e}"))),
+            Ok(_) => Err(problem(
+                "[webhook_delivery]",
+                format!("{setting} must be longer than zero"),
+            )),
+            Err(e) => Err(problem(
+                "[webhook_delivery]",
+                format!("{setting} = {text:?}: {e}"),
+            )),
         },
     }
 }
@@ -93,7 +99,10 @@ pub fn build(
     let defaults = WebhookConfig::default();
     let max_attempts = delivery.max_attempts.unwrap_or(defaults.max_attempts);
     if max_attempts == 0 {
-        return Err(problem("[webhook_delivery]", "max_attempts must be at least 1"));
+        return Err(problem(
+            "[webhook_delivery]",
+            "max_attempts must be at least 1",
+        ));
     }
     let mut endpoints: Vec<Endpoint> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
@@ -120,7 +129,11 @@ pub fn build(
             delivery.initial_backoff.as_ref(),
             defaults.initial_backoff,
         )?,
-        max_backoff: duration("max_backoff", delivery.max_backoff.as_ref(), defaults.max_backoff)?,
+        max_backoff: duration(
+            "max_backoff",
+            delivery.max_backoff.as_ref(),
+            defaults.max_backoff,
+        )?,
         timeout: duration("timeout", delivery.timeout.as_ref(), defaults.timeout)?,
         ..defaults
     };
@@ -151,10 +164,17 @@ fn endpoint(name: &str, entry: &WebhookEntry, allow_all: bool) -> Result<Endpoin
     if entry.events.is_empty() {
         return Err(problem(name, "events is empty"));
     }
-    if let Some(unknown) = entry.events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+    if let Some(unknown) = entry
+        .events
+        .iter()
+        .find(|e| !EVENT_TYPES.contains(&e.as_str()))
+    {
         return Err(problem(
             name,
-            format!("unknown event {unknown:?}; known: {}", EVENT_TYPES.join(", ")),
+            format!(
+                "unknown event {unknown:?}; known: {}",
+                EVENT_TYPES.join(", ")
+            ),
         ));
     }
     Ok(Endpoint {
@@ -176,7 +196,10 @@ fn checked_url(name: &str, text: &str) -> Result<url::Url, ConfigError> {
         return Err(problem(name, "url has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(problem(name, "url must not hold credentials (user:password@)"));
+        return Err(problem(
+            name,
+            "url must not hold credentials (user:password@)",
+        ));
     }
     Ok(url)
 }
@@ -224,13 +247,19 @@ mod tests {
         assert!(error(&[bad], &d).contains("unknown event"));
         let twice = [entry("https://x.example/"), entry("https://x.example/")];
         assert!(error(&twice, &d).contains("twice"));
-        let d = WebhookDeliverySection { timeout: Some("soon".into()), ..Default::default() };
+        let d = WebhookDeliverySection {
+            timeout: Some("soon".into()),
+            ..Default::default()
+        };
         assert!(error(&[], &d).contains("timeout"));
     }
 
     #[test]
     fn private_targets_may_be_allowed_globally_or_per_entry() {
-        let global = WebhookDeliverySection { allow_private_targets: true, ..Default::default() };
+        let global = WebhookDeliverySection {
+            allow_private_targets: true,
+            ..Default::default()
+        };
         let config = build(&[entry("http://127.0.0.1:9/")], &global).unwrap();
         assert!(config.endpoints[0].allow_private_targets);
         let mut own = entry("http://127.0.0.1:9/");

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Extension, Query, State};
 use axum::Json;
+use axum::extract::{Extension, Query, State};
 use satchel_core::BatchError;
 use satchel_core::webhooks::{DeliveryFilter, DeliveryRecord};
 use satchel_wire::Timestamp;

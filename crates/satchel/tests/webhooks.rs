@@ -1,0 +1,354 @@
+//! Webhooks end to end: the real `satchel` process delivering to a receiver (an HTTP server
+//! in this test) that checks every signature with its own HMAC code and records what came.
+//! A batch that ends is delivered in Anthropic's envelope; failures (500, 429 with
+//! retry-after, 503) are retried with the same `webhook-id` until delivered; a final 4xx is
+//! not retried; loopback targets are refused unless allowed; an event recorded before a
+//! `kill -9` is delivered after the restart. (`tests/webhooks/` does the same with the
+//! official Python SDK's `unwrap` and the `standardwebhooks` library.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+mod support;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use support::{Server, client_get, client_send, create_batch, requests_body, run_to_exit};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    body: Value,
+    answered: u16,
+}
+
+/// A webhook receiver: answers the scripted statuses first (a `429` with `retry-after: 1`),
+/// then 204; every request's signature is checked (a bad one fails the test).
+#[derive(Clone)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<u16>>>,
+    addr: SocketAddr,
+}
+
+impl Receiver {
+    async fn start(script: &[u16]) -> Self {
+        Self::start_on("127.0.0.1:0", script).await
+    }
+
+    async fn start_on(listen: &str, script: &[u16]) -> Self {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let receiver = Self {
+            got: Arc::default(),
+            script: Arc::new(Mutex::new(script.iter().copied().collect())),
+            addr: listener.local_addr().unwrap(),
+        };
+        let state = receiver.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let state = state.clone();
+                async move { state.receive(&headers, &body) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        receiver
+    }
+
+    fn receive(&self, headers: &HeaderMap, body: &str) -> (StatusCode, HeaderMap) {
+        let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+        let (id, timestamp) = (header("webhook-id"), header("webhook-timestamp"));
+        assert_eq!(header("content-type"), "application/json");
+        let expected = expected_signature(&id, &timestamp, body);
+        assert!(
+            header("webhook-signature")
+                .split(' ')
+                .any(|s| s == expected),
+            "bad signature"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (now - timestamp.parse::<i64>().unwrap()).abs() < 300,
+            "stale timestamp"
+        );
+        let answered = self.script.lock().unwrap().pop_front().unwrap_or(204);
+        self.got.lock().unwrap().push(Received {
+            id,
+            body: serde_json::from_str(body).unwrap(),
+            answered,
+        });
+        let mut reply = HeaderMap::new();
+        if answered == 429 {
+            reply.insert("retry-after", "1".parse().unwrap());
+        }
+        (StatusCode::from_u16(answered).unwrap(), reply)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests arrived.
+    async fn wait_for(&self, n: usize, server: &Server) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.got();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} webhook requests arrived: {got:?}\n{}",
+                got.len(),
+                server.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The Standard Webhooks signature, computed here independently of Satchel's code.
+fn expected_signature(id: &str, timestamp: &str, body: &str) -> String {
+    let key = STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+fn write_config(dir: &Path, endpoints: &[(&str, bool)], delivery: &str) -> String {
+    let mut text = format!(
+        "[webhook_delivery]\ninitial_backoff = \"200ms\"\nmax_backoff = \"2s\"\n{delivery}\n"
+    );
+    for (url, allow) in endpoints {
+        text.push_str(&format!(
+            "[[webhooks]]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nevents = [\"message_batch.ended\"]\nallow_private_targets = {allow}\n"
+        ));
+    }
+    let path = dir.join("satchel.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// The delivery log of the default workspace.
+async fn deliveries(server: &Server) -> Vec<Value> {
+    let (status, body) = client_get(&server.url("/v1/satchel/webhooks/deliveries?limit=100")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until the log's delivery for `batch` satisfies `done`.
+async fn wait_log(server: &Server, batch: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = deliveries(server).await;
+        if let Some(d) = log.iter().find(|d| d["batch_id"] == batch && done(d)) {
+            return d.clone();
+        }
+        assert!(Instant::now() < deadline, "{log:?}\n{}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_ends_arrives_signed_in_the_sdk_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(&[]).await;
+    let config = write_config(dir.path(), &[(&receiver.url(), true)], "");
+    let db = dir.path().join("s.db");
+    let server = Server::start(&db, &["--config", &config]).await;
+    let id = create_batch(&server, requests_body(3, 20)).await;
+    let batch = server.wait_ended(&id, Duration::from_secs(60)).await;
+
+    let got = receiver.wait_for(1, &server).await;
+    let event = &got[0].body;
+    assert_eq!(event["type"], "event");
+    assert_eq!(
+        event["id"],
+        got[0].id.as_str(),
+        "webhook-id is the event's id"
+    );
+    assert_eq!(event["created_at"], batch["ended_at"]);
+    assert_eq!(event["data"]["type"], "message_batch.ended");
+    assert_eq!(event["data"]["id"], id.as_str());
+    assert_eq!(event["data"]["workspace_id"], "default");
+    assert!(event["data"]["organization_id"].is_string());
+
+    let delivered = wait_log(&server, &id, |d| d["status"] == "delivered").await;
+    assert_eq!(delivered["event_id"], got[0].id.as_str());
+    assert_eq!(delivered["attempts"], 1);
+    assert_eq!(delivered["last_status_code"], 204);
+    assert_eq!(delivered["url"], receiver.url().as_str());
+
+    // A cancel that ends the batch is an end too.
+    let slow = Server::start(
+        &dir.path().join("slow.db"),
+        &["--config", &config, "--emulator-latency", "30s"],
+    )
+    .await;
+    let canceled = create_batch(&slow, requests_body(5, 20)).await;
+    let (status, _) = client_send(
+        "POST",
+        &slow.url(&format!("/v1/messages/batches/{canceled}/cancel")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(slow); // in-flight requests would take 30 s: their leases end with the process
+    let slow = Server::start(
+        &dir.path().join("slow.db"),
+        &[
+            "--config",
+            &config,
+            "--emulator-latency",
+            "30s",
+            "--lease-ttl",
+            "2s",
+        ],
+    )
+    .await;
+    slow.wait_ended(&canceled, Duration::from_secs(60)).await;
+    let got = receiver.wait_for(2, &slow).await;
+    assert_eq!(got[1].body["data"]["id"], canceled.as_str());
+    // Nothing twice: one event a batch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got().len(), 2);
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_the_same_webhook_id_and_a_final_4xx_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = Receiver::start(&[500, 429, 503]).await;
+    let gone = Receiver::start(&[404]).await;
+    let config = write_config(dir.path(), &[(&flaky.url(), true), (&gone.url(), true)], "");
+    let server = Server::start(&dir.path().join("s.db"), &["--config", &config]).await;
+    let id = create_batch(&server, requests_body(2, 20)).await;
+    server.wait_ended(&id, Duration::from_secs(60)).await;
+
+    let got = flaky.wait_for(4, &server).await;
+    assert_eq!(
+        got.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [500, 429, 503, 204]
+    );
+    assert!(
+        got.iter().all(|r| r.id == got[0].id),
+        "the same webhook-id at every attempt"
+    );
+    assert!(
+        got.iter().all(|r| r.body == got[0].body),
+        "the same body at every attempt"
+    );
+    let delivered = wait_log(&server, &id, |d| {
+        d["url"] == flaky.url().as_str() && d["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(delivered["attempts"], 4);
+
+    let failed = wait_log(&server, &id, |d| {
+        d["url"] == gone.url().as_str() && d["status"] == "failed"
+    })
+    .await;
+    assert_eq!(
+        (
+            failed["attempts"].clone(),
+            failed["last_status_code"].clone()
+        ),
+        (1.into(), 404.into())
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gone.got().len(), 1, "a final answer is not retried");
+}
+
+#[tokio::test]
+async fn loopback_targets_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(&[]).await;
+    // A literal loopback address without the allowance: refused at start, saying why.
+    let config = write_config(dir.path(), &[(&receiver.url(), false)], "");
+    let out = run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        dir.path().join("x.db").to_str().unwrap(),
+        "--config",
+        &config,
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("allow_private_targets"), "{stderr}");
+
+    // A name that resolves to loopback passes the start-up check, and is refused at delivery.
+    let by_name = format!("http://localhost:{}/hook", receiver.addr.port());
+    let config = write_config(dir.path(), &[(&by_name, false)], "");
+    let server = Server::start(&dir.path().join("s.db"), &["--config", &config]).await;
+    let id = create_batch(&server, requests_body(1, 20)).await;
+    server.wait_ended(&id, Duration::from_secs(60)).await;
+    let failed = wait_log(&server, &id, |d| d["status"] == "failed").await;
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("private"),
+        "{failed}"
+    );
+    assert_eq!(failed["attempts"], 1);
+    assert!(receiver.got().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn an_event_recorded_before_a_kill_9_is_delivered_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver is down at first: its port is reserved, then freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let config = write_config(dir.path(), &[(&url, true)], "");
+    let db = dir.path().join("s.db");
+    let mut server = Server::start(&db, &["--config", &config]).await;
+    let id = create_batch(&server, requests_body(3, 20)).await;
+    server.wait_ended(&id, Duration::from_secs(60)).await;
+    let pending = wait_log(&server, &id, |d| {
+        d["status"] == "pending" && d["attempts"].as_i64() >= Some(1)
+    })
+    .await;
+    assert!(
+        pending["last_error"].as_str().unwrap().contains("connect"),
+        "{pending}"
+    );
+    server.kill_9();
+
+    let receiver = Receiver::start_on(&format!("127.0.0.1:{port}"), &[]).await;
+    let server = Server::start(&db, &["--config", &config]).await;
+    let got = receiver.wait_for(1, &server).await;
+    assert_eq!(
+        got[0].id,
+        pending["event_id"].as_str().unwrap(),
+        "the same event, after the restart"
+    );
+    assert_eq!(got[0].body["data"]["id"], id.as_str());
+    wait_log(&server, &id, |d| d["status"] == "delivered").await;
+}
