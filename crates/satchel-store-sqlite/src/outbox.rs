@@ -81,7 +81,9 @@ fn fan_out(
     limit: usize,
     now: Timestamp,
 ) -> rusqlite::Result<usize> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Deferred: a step with nothing to do (most) only reads. This is the writer connection,
+    // the process's only one, so nobody else can write in between.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let events: Vec<(i64, EventRecord)> = tx
         .prepare_cached(&format!(
             "SELECT e.pk, {EVENT_COLUMNS} FROM webhook_events e WHERE e.fanned_out = 0
@@ -114,7 +116,8 @@ fn claim(
     now: Timestamp,
     until: Timestamp,
 ) -> rusqlite::Result<Vec<ClaimedDelivery>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Deferred, as in fan_out: nothing due, nothing written.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let due: Vec<ClaimedDelivery> = tx
         .prepare_cached(&format!(
             "SELECT d.pk, d.attempts + 1, d.url, {EVENT_COLUMNS}

@@ -352,3 +352,49 @@ async fn an_event_recorded_before_a_kill_9_is_delivered_after_the_restart() {
     assert_eq!(got[0].body["data"]["id"], id.as_str());
     wait_log(&server, &id, |d| d["status"] == "delivered").await;
 }
+
+/// Two nodes on one PostgreSQL database: both run the delivery worker, and each event is
+/// sent once (the leases keep the other node off it), whichever node ended the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_nodes_send_each_event_once() {
+    let Some(pg) = satchel_pg_test::Cluster::start("the two-node webhook test") else {
+        return;
+    };
+    let url = pg.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(&[]).await;
+    let config = write_config(dir.path(), &[(&receiver.url(), true)], "");
+    let a = Server::start_shared(
+        &url,
+        dir.path(),
+        &["--config", &config, "--node-id", "node-a"],
+    )
+    .await;
+    let b = Server::start_shared(
+        &url,
+        dir.path(),
+        &["--config", &config, "--node-id", "node-b"],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        ids.push(create_batch(node, requests_body(3, 20)).await);
+    }
+    for id in &ids {
+        a.wait_ended(id, Duration::from_secs(60)).await;
+    }
+    let got = receiver.wait_for(ids.len(), &a).await;
+    for id in &ids {
+        wait_log(&b, id, |d| d["status"] == "delivered").await;
+    }
+    // Every delivery is recorded delivered; a second claim of one would have been made
+    // alongside the first, so its request would have arrived by now too.
+    let got_now = receiver.got();
+    assert_eq!(got_now.len(), ids.len(), "each event sent once: {got:?}");
+    let batches: std::collections::HashSet<&str> = got_now
+        .iter()
+        .map(|r| r.body["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(batches.len(), ids.len());
+}
