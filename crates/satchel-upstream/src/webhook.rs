@@ -85,10 +85,11 @@ impl Sender for WebhookSender {
                     SystemTime::now(),
                 ),
             },
-            Err(e) if refused_by_guard(&e) => refused(format!(
+            Err(e) if refused_by_guard(&e) => refused(
                 "the host resolves only to private, loopback or link-local addresses \
                  (allow_private_targets is off)"
-            )),
+                    .to_owned(),
+            ),
             Err(e) => SendOutcome::Unreachable {
                 error: describe(&e),
             },

@@ -38,7 +38,7 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn wants(&self, event: &EventRecord) -> bool {
-        self.workspace == event.workspace && self.events.iter().any(|e| *e == event.kind)
+        self.workspace == event.workspace && self.events.contains(&event.kind)
     }
 }
 
