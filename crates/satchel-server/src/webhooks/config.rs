@@ -270,3 +270,19 @@ mod tests {
         assert_eq!(config.max_attempts, WebhookConfig::default().max_attempts);
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_example_config_has_a_valid_webhook() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../satchel.example.toml");
+        let config = crate::ConfigFile::load(&path)
+            .unwrap()
+            .webhook_config()
+            .unwrap();
+        assert_eq!(config.endpoints.len(), 1);
+        assert_eq!(config.endpoints[0].workspace, "team-a");
+        assert_eq!(config.max_attempts, 12);
+    }
+}
