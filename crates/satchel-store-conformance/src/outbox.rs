@@ -26,6 +26,7 @@ macro_rules! outbox_conformance {
             outbox_fans_out_once_to_the_subscriptions_that_want_it,
             outbox_leases_are_fenced_by_the_attempt,
             outbox_purge_keeps_what_is_pending,
+            outbox_a_node_releases_only_its_own_deliveries,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -352,6 +353,37 @@ pub async fn outbox_purge_keeps_what_is_pending(store: Arc<dyn Store>) {
     let log = log(&outbox, "w").await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].state, DeliveryState::Pending);
+}
+
+pub async fn outbox_a_node_releases_only_its_own_deliveries(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let outbox = outbox(&store);
+    create(&store, "w", 1, now).await;
+    create(&store, "w", 1, now).await;
+    drain(&store, now).await;
+    outbox.fan_out(&ended(), 100, now).await.unwrap();
+    let until = now.plus(HOUR);
+    let mine = outbox.claim_deliveries(NODE, 1, now, until).await.unwrap();
+    let theirs = outbox
+        .claim_deliveries(OTHER_NODE, 1, now, until)
+        .await
+        .unwrap();
+    assert_eq!((mine.len(), theirs.len()), (1, 1));
+    assert_eq!(outbox.release_deliveries(NODE).await.unwrap(), 1);
+    let again = outbox.claim_deliveries(NODE, 10, now, until).await.unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "mine is due again at once; theirs stays leased"
+    );
+    assert_eq!(again[0].key.delivery, mine[0].key.delivery);
+    assert_eq!(again[0].key.attempt, 2);
+    assert!(
+        !outbox
+            .record_attempt(mine[0].key, delivered(200), now)
+            .await
+            .unwrap()
+    );
 }
 
 pub async fn outbox_two_nodes_fan_out_and_claim_each_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {

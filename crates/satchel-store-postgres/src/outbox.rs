@@ -152,6 +152,18 @@ impl Outbox for PostgresOutbox {
             .collect()
     }
 
+    async fn release_deliveries(&self, owner: &str) -> Result<u64, StoreError> {
+        let client = connection(&self.pool).await?;
+        client
+            .execute(
+                "UPDATE webhook_deliveries SET lease_until = 0, owner = NULL
+                 WHERE owner = $1 AND state = 0",
+                &[&owner],
+            )
+            .await
+            .map_err(engine)
+    }
+
     async fn record_attempt(
         &self,
         key: DeliveryKey,

@@ -259,6 +259,19 @@ impl Outbox for SqliteOutbox {
         self.write(move |c| claim(c, &owner, max, now, until)).await
     }
 
+    async fn release_deliveries(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE webhook_deliveries SET lease_until = 0, owner = NULL
+                 WHERE owner = ?1 AND state = 0",
+                [owner],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn record_attempt(
         &self,
         key: DeliveryKey,

@@ -34,8 +34,8 @@ struct Received {
     answered: u16,
 }
 
-/// A webhook receiver: answers the scripted statuses first (a `429` with `retry-after: 1`),
-/// then 204; every request's signature is checked (a bad one fails the test).
+/// A webhook receiver: answers the scripted statuses first (a `429` with `retry-after: 1`;
+/// `100`: no answer ever), then 204; every request's signature is checked (a bad one fails the test).
 #[derive(Clone)]
 struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
@@ -60,7 +60,14 @@ impl Receiver {
             "/hook",
             axum::routing::post(move |headers: HeaderMap, body: String| {
                 let state = state.clone();
-                async move { state.receive(&headers, &body) }
+                async move {
+                    let reply = state.receive(&headers, &body);
+                    if reply.0 == StatusCode::CONTINUE {
+                        // Scripted 100: never answer (a send in flight when the server dies).
+                        std::future::pending::<()>().await;
+                    }
+                    reply
+                }
             }),
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -397,4 +404,25 @@ async fn two_postgres_nodes_send_each_event_once() {
         .map(|r| r.body["data"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(batches.len(), ids.len());
+}
+
+/// A node killed while an attempt is in flight gives that delivery back when it starts again
+/// (here the lease would last 90 s, longer than the test waits): sent again, same id.
+#[tokio::test]
+async fn a_send_cut_by_kill_9_is_made_again_at_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(&[100]).await;
+    let config = write_config(dir.path(), &[(&receiver.url(), true)], "timeout = \"60s\"");
+    let db = dir.path().join("s.db");
+    let mut server = Server::start(&db, &["--config", &config]).await;
+    let id = create_batch(&server, requests_body(1, 20)).await;
+    server.wait_ended(&id, Duration::from_secs(60)).await;
+    receiver.wait_for(1, &server).await; // in flight, unanswered
+    server.kill_9();
+
+    let server = Server::start(&db, &["--config", &config]).await;
+    let got = receiver.wait_for(2, &server).await;
+    assert_eq!(got[1].id, got[0].id, "the same webhook-id");
+    let delivered = wait_log(&server, &id, |d| d["status"] == "delivered").await;
+    assert_eq!(delivered["attempts"], 2);
 }

@@ -133,6 +133,11 @@ pub trait Outbox: Send + Sync + 'static {
         until: Timestamp,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
+    /// Gives back the deliveries `owner` holds, at that node's start: they are its previous
+    /// life's (cut short by a crash or a stop), so they are due again at once rather than
+    /// when their leases run out. Returns how many.
+    async fn release_deliveries(&self, owner: &str) -> Result<u64, StoreError>;
+
     /// Records an attempt's outcome if `key` is still the delivery's current attempt and it
     /// is still pending; returns whether it did.
     async fn record_attempt(

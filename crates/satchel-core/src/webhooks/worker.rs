@@ -160,6 +160,14 @@ impl WebhookWorker {
     /// poll interval.
     pub fn spawn(self) -> JoinHandle<()> {
         tokio::spawn(async move {
+            match self.outbox.release_deliveries(&self.owner).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    released = n,
+                    "webhook deliveries this node was sending when it stopped are due again"
+                ),
+                Err(e) => tracing::warn!(error = %e, "releasing this node's webhook leases failed"),
+            }
             let mut last_purge: Option<Instant> = None;
             loop {
                 if last_purge.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
