@@ -26,7 +26,8 @@ pub struct ServeArgs {
     db: PathBuf,
 
     /// TOML config file: `[[api_keys]]` (key → workspace) and `[[backends]]` (model servers,
-    /// their models, limits and retries; without any, the emulator runs every model).
+    /// their models, limits and retries; without any, the emulator runs every model),
+    /// `[[webhooks]]` and `[webhook_delivery]` (signed events when batches end).
     /// See satchel.example.toml.
     #[arg(long, env = "SATCHEL_CONFIG")]
     config: Option<PathBuf>,
