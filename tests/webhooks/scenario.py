@@ -171,7 +171,8 @@ def survives_kill_9():
     server = Server(db, cfg)
     batch = server.run_batch()
     pending = wait_until("a failed first attempt", lambda: [d for d in server.deliveries(batch.id)
-                                                             if d["status"] == "pending" and d["attempts"] >= 1])
+                                                             if d["status"] == "pending" and d["attempts"] >= 1
+                                                             and d["last_error"]])
     server.kill_9()
     receiver = Receiver(port)
     server = Server(db, cfg)

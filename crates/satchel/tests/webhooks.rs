@@ -339,7 +339,8 @@ async fn an_event_recorded_before_a_kill_9_is_delivered_after_the_restart() {
     let id = create_batch(&server, requests_body(3, 20)).await;
     server.wait_ended(&id, Duration::from_secs(60)).await;
     let pending = wait_log(&server, &id, |d| {
-        d["status"] == "pending" && d["attempts"].as_i64() >= Some(1)
+        // An attempt made and its failure recorded (not merely claimed, still in flight).
+        d["status"] == "pending" && d["attempts"].as_i64() >= Some(1) && d["last_error"].is_string()
     })
     .await;
     assert!(
