@@ -427,3 +427,93 @@ async fn a_send_cut_by_kill_9_is_made_again_at_the_restart() {
     let delivered = wait_log(&server, &id, |d| d["status"] == "delivered").await;
     assert_eq!(delivered["attempts"], 2);
 }
+
+/// GET with a given key (none: no `x-api-key` header).
+async fn get_with_key(url: &str, key: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .get(url)
+        .header("anthropic-version", "2023-06-01");
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&response.text().await.unwrap()).unwrap(),
+    )
+}
+
+/// The delivery log needs a key and shows only the caller's workspace; endpoints get only
+/// their own workspace's events.
+#[tokio::test]
+async fn the_delivery_log_is_scoped_to_the_callers_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(&[]).await;
+    let config = dir.path().join("satchel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[api_keys]]\nkey = \"key-a\"\nworkspace = \"team-a\"\n\
+             [[api_keys]]\nkey = \"key-b\"\nworkspace = \"team-b\"\n\
+             [[webhooks]]\nworkspace = \"team-a\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+             allow_private_targets = true\n",
+            receiver.url()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("s.db"),
+        &["--config", config.to_str().unwrap()],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for key in ["key-a", "key-b"] {
+        let response = reqwest::Client::new()
+            .post(server.url("/v1/messages/batches"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+            .body(requests_body(1, 20))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let batch: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        ids.push(batch["id"].as_str().unwrap().to_owned());
+    }
+    let got = receiver.wait_for(1, &server).await;
+    assert_eq!(got[0].body["data"]["id"], ids[0].as_str());
+    assert_eq!(got[0].body["data"]["workspace_id"], "team-a");
+
+    let log = server.url("/v1/satchel/webhooks/deliveries");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, page) = get_with_key(&log, Some("key-a")).await;
+        assert_eq!(status, 200);
+        if page["data"][0]["status"] == "delivered" {
+            assert_eq!(page["data"].as_array().unwrap().len(), 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, page) = get_with_key(&log, Some("key-b")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page["data"],
+        serde_json::json!([]),
+        "another workspace sees nothing"
+    );
+    let (status, error) = get_with_key(&log, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(error["error"]["type"], "authentication_error");
+    let (status, error) = get_with_key(&format!("{log}?limit=0"), Some("key-a")).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        receiver.got().len(),
+        1,
+        "team-b's batch goes to no endpoint"
+    );
+}
