@@ -31,6 +31,7 @@ pub mod result_line;
 pub mod routing;
 pub mod store;
 pub mod workspace_limits;
+pub mod webhooks;
 
 pub use backend::{Attempt, Backend, Failure, RequestContext, Retry};
 pub use forward::UpstreamHeaders;

@@ -225,4 +225,12 @@ pub trait Store: Send + Sync + 'static {
             "this storage engine does not report statistics".into(),
         ))
     }
+
+    // ---- webhooks (see crate::webhooks::outbox) ----
+
+    /// The engine's webhook outbox, on the same database: its events are recorded in the
+    /// transactions that end batches. None: the engine keeps no outbox (no webhooks).
+    fn webhook_outbox(&self) -> Option<Arc<dyn crate::webhooks::Outbox>> {
+        None
+    }
 }

@@ -39,6 +39,8 @@ pub enum StartError {
     Metrics(#[from] MetricsError),
     #[error("--organization-id {0:?} is not a UUID (like 0d6c4a3e-1f2b-4c5d-8e9f-a0b1c2d3e4f5)")]
     OrganizationId(String),
+    #[error("cannot start webhook delivery: {0}")]
+    Webhooks(#[from] satchel_upstream::UpstreamError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -67,6 +69,8 @@ pub struct RunningServer {
     drain_delay: Duration,
     /// The backends, for [`RunningServer::reload`].
     routes: Arc<satchel_core::routing::Routes>,
+    /// The webhook delivery worker (none when the engine keeps no outbox).
+    webhooks: Option<JoinHandle<()>>,
 }
 
 /// What a graceful shutdown did.
@@ -87,6 +91,7 @@ impl RunningServer {
         self.housekeeping.abort();
         self.shares.abort();
         self.dispatcher.abort();
+        abort_webhooks(self.webhooks);
         result
     }
 
@@ -113,6 +118,7 @@ impl RunningServer {
         self.housekeeping.abort();
         self.shares.abort();
         self.dispatcher.abort();
+        abort_webhooks(self.webhooks);
     }
 
     /// Stops gracefully within `window`: no new connections; open exchanges may finish (the
@@ -131,6 +137,8 @@ impl RunningServer {
         }
         let http = self.server.handle();
         let (dispatch, http) = tokio::join!(self.dispatcher.drain(window), http.shutdown(window));
+        // An attempt cut short here is sent again once its lease runs out (at least once).
+        abort_webhooks(self.webhooks);
         self.housekeeping.abort();
         self.shares.abort();
         self.server.abort();
@@ -234,6 +242,8 @@ pub async fn start_with(
     let shares = share_limits(store.clone(), routes.clone()).await;
     let dispatcher = Dispatcher::new(store.clone(), routes.clone(), dispatch, work_arrived).spawn();
     let health = Health::new(store.clone());
+    let webhook_outbox = store.webhook_outbox();
+    let webhooks = start_webhooks(webhook_outbox.clone(), &config)?;
     let housekeeping =
         Housekeeper::new(store, config.lifecycle.retention, config.housekeeping_tick).spawn();
 
@@ -270,6 +280,7 @@ pub async fn start_with(
         )),
         routes: routes.clone(),
         organization_id: organization_header(&config)?,
+        webhooks: webhook_outbox,
     };
     let app = api::router(state)
         .merge(health::router(health.clone()))
@@ -303,6 +314,7 @@ pub async fn start_with(
         health,
         drain_delay: config.drain_delay,
         routes,
+        webhooks,
     })
 }
 
@@ -351,4 +363,32 @@ async fn share_limits(
             }
         }
     })
+}
+
+/// Starts the webhook delivery worker on the store's outbox (even with no endpoint
+/// configured: events are then marked handled, and old ones purged).
+fn start_webhooks(
+    outbox: Option<Arc<dyn satchel_core::webhooks::Outbox>>,
+    config: &ServerConfig,
+) -> Result<Option<JoinHandle<()>>, StartError> {
+    let Some(outbox) = outbox else {
+        return Ok(None);
+    };
+    let sender = satchel_upstream::webhook::WebhookSender::new(config.webhooks.timeout)?;
+    for endpoint in &config.webhooks.endpoints {
+        tracing::info!(workspace = %endpoint.workspace, events = ?endpoint.events, "webhook endpoint configured");
+    }
+    let worker = satchel_core::webhooks::WebhookWorker::new(
+        outbox,
+        Arc::new(sender),
+        config.webhooks.clone(),
+        config.dispatch.node_id.clone(),
+    );
+    Ok(Some(worker.spawn()))
+}
+
+fn abort_webhooks(worker: Option<JoinHandle<()>>) {
+    if let Some(worker) = worker {
+        worker.abort();
+    }
 }

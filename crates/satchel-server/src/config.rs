@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub organization_id: Option<String>,
     /// Per-workspace limits (`[[workspace_limits]]`); none by default.
     pub workspace_limits: std::sync::Arc<satchel_core::workspace_limits::WorkspaceLimits>,
+    /// Webhook endpoints and how they are delivered to (see `crate::webhooks`).
+    pub webhooks: satchel_core::webhooks::WebhookConfig,
 }
 
 /// Whether claims group a batch's requests by prompt prefix (`satchel_core::prefix`).
@@ -208,6 +210,7 @@ impl ServerConfig {
             prefix_grouping: PrefixGrouping::Auto,
             organization_id: None,
             workspace_limits: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -229,6 +232,11 @@ pub struct ConfigFile {
     pub backends: Vec<BackendEntry>,
     #[serde(default)]
     pub workspace_limits: Vec<crate::workspace_limits::WorkspaceLimitEntry>,
+    /// Webhook endpoints (`[[webhooks]]`) and their delivery settings (see `crate::webhooks`).
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookEntry>,
+    #[serde(default)]
+    pub webhook_delivery: crate::webhooks::WebhookDeliverySection,
 }
 
 /// One `[[backends]]` entry: a model server, the models it serves and its limits.
@@ -335,6 +343,8 @@ pub enum ConfigError {
     Backend { backend: String, problem: String },
     #[error("workspace_limits for {workspace:?}: {problem}")]
     WorkspaceLimits { workspace: String, problem: String },
+    #[error("webhook {entry}: {problem}")]
+    Webhook { entry: String, problem: String },
 }
 
 impl ConfigFile {
@@ -353,6 +363,11 @@ impl ConfigFile {
             });
         }
         Ok(file)
+    }
+
+    /// The file's webhook endpoints and delivery settings, checked.
+    pub fn webhook_config(&self) -> Result<satchel_core::webhooks::WebhookConfig, ConfigError> {
+        crate::webhooks::config::build(&self.webhooks, &self.webhook_delivery)
     }
 
     /// Adds this file's keys to `keys`; a key already given to another workspace is refused.

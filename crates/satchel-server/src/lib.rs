@@ -10,6 +10,7 @@
 //! - [`http`]: the serving loop: accepts connections and serves them, with limits.
 //! - [`telemetry`]: `/metrics` (Prometheus), on its own listener.
 //! - [`workspace_limits`]: the per-workspace limits of the config file.
+//! - [`webhooks`]: the webhook settings of the config file and the delivery log route.
 //! - [`app`]: starts everything and hands back a handle (used by the binary and by tests).
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod organization;
 pub mod telemetry;
 pub mod workspace_limits;
+pub mod webhooks;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
 pub use config::{

@@ -101,6 +101,8 @@ macro_rules! store_conformance_two_nodes {
 mod grouping;
 mod partial;
 pub mod two_nodes;
+// The webhook outbox's cases (their own macros: outbox_conformance!, outbox_conformance_two_nodes!).
+pub mod outbox;
 
 pub use grouping::*;
 pub use partial::*;

@@ -23,6 +23,7 @@ mod ingest;
 mod migrate;
 mod node;
 mod partial;
+mod outbox;
 mod read;
 mod settle;
 mod sweep;
@@ -289,6 +290,12 @@ impl Store for PostgresStore {
 
     async fn stats(&self) -> Result<satchel_core::model::StoreStats, StoreError> {
         read::stats(&self.pool).await
+    }
+
+    fn webhook_outbox(&self) -> Option<Arc<dyn satchel_core::webhooks::Outbox>> {
+        Some(Arc::new(outbox::PostgresOutbox {
+            pool: self.pool.clone(),
+        }))
     }
 
     fn watch(&self, work_arrived: Arc<Notify>) {

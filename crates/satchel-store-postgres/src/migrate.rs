@@ -14,6 +14,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_settle_order.sql")),
     (3, include_str!("migrations/0003_prefix_groups.sql")),
+    // The webhook outbox.
+    (4, include_str!("migrations/0004_webhooks.sql")),
 ];
 
 /// The advisory lock key that serialises migrations ("satchel-migrate").

@@ -22,3 +22,13 @@ satchel_store_conformance::store_conformance!(match open().await {
     Some(opened) => opened,
     None => return,
 });
+
+/// The webhook outbox's cases.
+mod outbox {
+    use super::*;
+
+    satchel_store_conformance::outbox_conformance!(match open().await {
+        Some(opened) => opened,
+        None => return,
+    });
+}

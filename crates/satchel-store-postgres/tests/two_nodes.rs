@@ -26,3 +26,13 @@ satchel_store_conformance::store_conformance_two_nodes!(match open_two().await {
     Some(pair) => pair,
     None => return,
 });
+
+/// The webhook outbox between two nodes.
+mod outbox {
+    use super::*;
+
+    satchel_store_conformance::outbox_conformance_two_nodes!(match open_two().await {
+        Some(pair) => pair,
+        None => return,
+    });
+}

@@ -17,6 +17,7 @@ mod blobs;
 mod ingest;
 mod ops;
 mod partial;
+mod outbox;
 mod pool;
 mod results;
 mod stats;
@@ -321,5 +322,11 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.read(stats::stats).await
+    }
+
+    fn webhook_outbox(&self) -> Option<Arc<dyn satchel_core::webhooks::Outbox>> {
+        Some(Arc::new(outbox::SqliteOutbox {
+            pool: self.pool.clone(),
+        }))
     }
 }

@@ -171,6 +171,7 @@ impl Pool {
             [],
         )?;
         migrate(&conn)?;
+        conn.execute_batch(crate::outbox::SCHEMA)?;
         let blobs = Blobs::new(path);
         crate::ingest::discard_unfinished_ingests(&mut conn, &blobs)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;

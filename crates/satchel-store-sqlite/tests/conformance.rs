@@ -25,3 +25,15 @@ mod two_nodes {
         (store.clone(), store, guard)
     });
 }
+
+/// The webhook outbox's cases.
+mod outbox {
+    use super::*;
+
+    satchel_store_conformance::outbox_conformance!(open());
+
+    satchel_store_conformance::outbox_conformance_two_nodes!({
+        let (store, guard) = open();
+        (store.clone(), store, guard)
+    });
+}

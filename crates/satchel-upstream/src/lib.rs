@@ -11,6 +11,7 @@ pub mod anthropic;
 pub mod http;
 pub mod openai;
 pub mod translate;
+pub mod webhook;
 
 pub use anthropic::AnthropicBackend;
 pub use http::{HttpOptions, UpstreamError};

@@ -26,7 +26,8 @@ pub struct ServeArgs {
     db: PathBuf,
 
     /// TOML config file: `[[api_keys]]` (key → workspace) and `[[backends]]` (model servers,
-    /// their models, limits and retries; without any, the emulator runs every model).
+    /// their models, limits and retries; without any, the emulator runs every model),
+    /// `[[webhooks]]` and `[webhook_delivery]` (signed events when batches end).
     /// See satchel.example.toml.
     #[arg(long, env = "SATCHEL_CONFIG")]
     config: Option<PathBuf>,
@@ -194,6 +195,7 @@ impl ServeArgs {
         if let Some(path) = &self.config {
             let file = ConfigFile::load(path)?;
             file.add_keys_to(&mut config.keys)?;
+            config.webhooks = file.webhook_config()?;
             config.backends = file.backends;
             config.workspace_limits = std::sync::Arc::new(satchel_server::workspace_limits::build(
                 &file.workspace_limits,

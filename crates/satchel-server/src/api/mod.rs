@@ -45,6 +45,8 @@ pub struct AppState {
     /// Sent as `anthropic-organization-id` on every response (see
     /// [`crate::organization`]).
     pub organization_id: axum::http::HeaderValue,
+    /// The store's webhook outbox, for the delivery log (None: the engine keeps none).
+    pub webhooks: Option<Arc<dyn satchel_core::webhooks::Outbox>>,
 }
 
 /// Smaller answers are not worth compressing.
@@ -65,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/batches/{id}/results", get(batches::results))
         .route("/v1/messages/batches/{id}/retry", post(extensions::retry))
         .route("/dashboard/api/backends", get(crate::dashboard::backends))
+        .route(
+            "/v1/satchel/webhooks/deliveries",
+            get(crate::webhooks::log::deliveries),
+        )
         .fallback(batches::unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -192,4 +192,9 @@ impl Store for MeteredStore {
     async fn live_nodes(&self) -> Result<u32, StoreError> {
         timed("live_nodes", self.inner.live_nodes()).await
     }
+
+    // The engine's own outbox (not timed): without it a node with metrics on sends no webhooks.
+    fn webhook_outbox(&self) -> Option<Arc<dyn satchel_core::webhooks::Outbox>> {
+        self.inner.webhook_outbox()
+    }
 }
