@@ -30,8 +30,8 @@ pub mod rerun;
 pub mod result_line;
 pub mod routing;
 pub mod store;
-pub mod workspace_limits;
 pub mod webhooks;
+pub mod workspace_limits;
 
 pub use backend::{Attempt, Backend, Failure, RequestContext, Retry};
 pub use forward::UpstreamHeaders;

@@ -132,22 +132,8 @@ impl Batches {
         let max_requests = self.config.max_requests;
         // The sink is dropped when the parse ends, which tells the store no more is coming.
         let parse = async move { ingest::parse_create_body(body, max_requests, &sink).await };
-        let (parsed, stored) = match self.limits.max_queued(workspace) {
-            None => tokio::join!(parse, self.store.create_batch(batch, chunks)),
-            Some(limit) => {
-                // The chunks pass a gate that checks the queue before the commit.
-                let (to_store, gated) = mpsc::channel(4);
-                let lock = self.limits.commit_lock(workspace);
-                let gate = gate_commit(&*self.store, workspace, limit, chunks, to_store, &lock);
-                let (parsed, gate, stored) =
-                    tokio::join!(parse, gate, self.store.create_batch(batch, gated));
-                // The commit lock is held (in `gate`) until the store has committed.
-                match gate {
-                    Err(refused) => return Err(refused),
-                    Ok(_held) => (parsed, stored),
-                }
-            }
-        };
+        let (parsed, stored) = tokio::join!(parse, self.store_batch(workspace, batch, chunks));
+        let stored = stored?;
         // A refused body explains the failure better than the store's "aborted".
         match (parsed, stored) {
             (Err(IngestError::StoreGone), Err(store_error)) => Err(store_error.into()),
@@ -158,6 +144,27 @@ impl Batches {
                 Ok(record)
             }
         }
+    }
+
+    /// Has the store create `batch` from `chunks`, through the workspace's queue gate when it
+    /// has a limit: a refusal by the gate (the store then discards what it received) is the
+    /// outer error; the store's own outcome is the inner result.
+    pub(crate) async fn store_batch(
+        &self,
+        workspace: &str,
+        batch: NewBatch,
+        chunks: mpsc::Receiver<IngestChunk>,
+    ) -> Result<Result<BatchRecord, StoreError>, BatchError> {
+        let Some(limit) = self.limits.max_queued(workspace) else {
+            return Ok(self.store.create_batch(batch, chunks).await);
+        };
+        let (to_store, gated) = mpsc::channel(4);
+        let lock = self.limits.commit_lock(workspace);
+        let gate = gate_commit(&*self.store, workspace, limit, chunks, to_store, &lock);
+        let (gate, stored) = tokio::join!(gate, self.store.create_batch(batch, gated));
+        // The commit lock is held (in `gate`'s guard) until the store has committed.
+        let _held = gate?;
+        Ok(stored)
     }
 
     pub async fn get(&self, workspace: &str, id: &str) -> Result<BatchRecord, BatchError> {

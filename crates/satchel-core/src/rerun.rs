@@ -2,8 +2,9 @@
 //! succeed (by default those errored for a reason worth retrying, and the expired), with the
 //! same `custom_id`s and the params as stored. An extension of the hosted API.
 //!
-//! The new batch is created through the same all-or-nothing ingest as any other, fed from the
-//! store instead of a request body, so it is as durable as one the client uploaded.
+//! The new batch is created through the same all-or-nothing ingest as any other (and the same
+//! per-workspace queue limit), fed from the store instead of a request body, so it is as
+//! durable as one the client uploaded.
 
 use std::collections::HashSet;
 
@@ -173,7 +174,8 @@ impl Batches {
         let batch = self.new_batch(workspace, headers);
         let (sink, chunks) = mpsc::channel(4);
         let feed = self.feed(workspace, id, chosen, sink);
-        let (fed, stored) = tokio::join!(feed, self.store.create_batch(batch, chunks));
+        let (fed, stored) = tokio::join!(feed, self.store_batch(workspace, batch, chunks));
+        let stored = stored?;
         fed?;
         let batch = stored?;
         self.work_arrived.notify_one();

@@ -23,8 +23,8 @@ pub mod health;
 pub mod http;
 pub mod organization;
 pub mod telemetry;
-pub mod workspace_limits;
 pub mod webhooks;
+pub mod workspace_limits;
 
 pub use app::{RunningServer, ShutdownReport, StartError, open_store, start, start_with};
 pub use config::{

@@ -16,8 +16,8 @@
 mod blobs;
 mod ingest;
 mod ops;
-mod partial;
 mod outbox;
+mod partial;
 mod pool;
 mod results;
 mod stats;
