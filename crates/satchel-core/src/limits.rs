@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
+/// A route's concurrency when none is configured.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+
 /// A route's limits as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitsConfig {
@@ -27,7 +30,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_concurrency: 64,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             requests_per_minute: None,
             tokens_per_minute: None,
         }

@@ -9,6 +9,11 @@ use satchel_core::Failure;
 use satchel_wire::ErrorType;
 use serde::Deserialize;
 
+/// How long one attempt may take by default, queueing in the model server included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long connecting to a model server may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connection settings of one backend.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
@@ -20,8 +25,8 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(600),
-            connect_timeout: Duration::from_secs(10),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
