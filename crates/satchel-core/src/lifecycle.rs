@@ -31,11 +31,16 @@ pub struct LifecycleConfig {
     pub max_requests: usize,
 }
 
+/// A batch's processing window, as in the API: 24 hours.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// How long results are kept, as in the API: 29 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(29 * 24 * 3600);
+
 impl Default for LifecycleConfig {
     fn default() -> Self {
         Self {
-            expiry: Duration::from_secs(24 * 3600),
-            retention: Duration::from_secs(29 * 24 * 3600),
+            expiry: DEFAULT_EXPIRY,
+            retention: DEFAULT_RETENTION,
             max_requests: satchel_wire::MAX_REQUESTS_PER_BATCH,
         }
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use satchel_wire::retry::Backoff;
 use tokio::sync::Notify;
 
 /// A route's concurrency when none is configured.
@@ -401,7 +402,8 @@ impl Drop for ConcurrencyPermit {
     }
 }
 
-/// How failed attempts are retried: the official SDKs' rules, with the attempt count ours.
+/// How a route's failed attempts are retried: how many times, and the waits (the one wait
+/// rule of [`satchel_wire::retry`], shared with the Rust client).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt.
@@ -413,29 +415,31 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
 }
 
+/// A route's retries after the first attempt when none are configured.
+pub const DEFAULT_MAX_RETRIES: u32 = 4;
+
 impl Default for RetryPolicy {
     fn default() -> Self {
+        let backoff = Backoff::default();
         Self {
-            max_retries: 4,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(8),
-            max_retry_after: Duration::from_secs(60),
+            max_retries: DEFAULT_MAX_RETRIES,
+            initial_backoff: backoff.initial,
+            max_backoff: backoff.max,
+            max_retry_after: backoff.max_retry_after,
         }
     }
 }
 
 impl RetryPolicy {
     /// The wait before retry number `retry` (0 for the first retry): what the upstream asked
-    /// for if it did, else exponential backoff with jitter (×0.75–1).
+    /// for if it did (capped), else exponential backoff with jitter (×0.75–1).
     pub fn delay(&self, retry: u32, asked: Option<Duration>) -> Duration {
-        if let Some(asked) = asked {
-            return asked.min(self.max_retry_after);
-        }
-        let exponential = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(retry))
-            .min(self.max_backoff);
-        exponential.mul_f64(1.0 - 0.25 * fastrand::f64())
+        let backoff = Backoff {
+            initial: self.initial_backoff,
+            max: self.max_backoff,
+            max_retry_after: self.max_retry_after,
+        };
+        backoff.delay(retry, asked, fastrand::f64())
     }
 }
 

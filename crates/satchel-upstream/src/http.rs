@@ -184,11 +184,11 @@ pub(crate) fn status_failure(status: StatusCode, headers: &HeaderMap, body: &[u8
         _ => Failure::fatal(kind, message),
     };
     // The upstream's explicit word beats the status, as in the official SDKs.
-    match headers.get("x-should-retry").and_then(|v| v.to_str().ok()) {
-        Some("true") if !failure.is_retryable() => {
+    match satchel_wire::retry::should_retry_header(header_text(headers, "x-should-retry")) {
+        Some(true) if !failure.is_retryable() => {
             failure = Failure::transient(failure.kind, failure.message, after)
         }
-        Some("false") => failure = Failure::fatal(failure.kind, failure.message),
+        Some(false) => failure = Failure::fatal(failure.kind, failure.message),
         _ => {}
     }
     failure
@@ -210,9 +210,17 @@ fn kind_for_status(status: StatusCode) -> ErrorType {
 }
 
 /// `retry-after-ms`, else `retry-after` (seconds, or an HTTP date): the SDKs' reading, the
-/// same code as the Rust client's.
+/// project's one rule ([`satchel_wire::retry`], the Rust client's too).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    satchel_client::retry::retry_after(headers, SystemTime::now())
+    satchel_wire::retry::retry_after(
+        header_text(headers, "retry-after-ms"),
+        header_text(headers, "retry-after"),
+        SystemTime::now(),
+    )
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// A 2xx body that is not what the upstream promised: worth another attempt.

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use satchel_core::dispatch::{DEFAULT_LEASE_TTL, DEFAULT_MAX_IN_FLIGHT};
+use satchel_core::lifecycle::{DEFAULT_EXPIRY, DEFAULT_RETENTION};
 use satchel_server::auth::DEFAULT_WORKSPACE;
 use satchel_server::config::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_DRAIN_DELAY, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 use satchel_server::{ConfigFile, ServerConfig};
 
@@ -54,17 +56,17 @@ pub struct ServeArgs {
     emulator_error_rate: f64,
 
     /// Processing window of a batch: requests not started by then end `expired` (API: 24h).
-    #[arg(long, env = "SATCHEL_EXPIRY", default_value = "24h", value_parser = parse_positive_duration)]
+    #[arg(long, env = "SATCHEL_EXPIRY", default_value_t = DEFAULT_EXPIRY.into(), value_parser = parse_positive_duration)]
     expiry: humantime::Duration,
 
     /// How long results are kept after a batch is created; then purged, `archived_at` set
     /// (API: 29 days).
-    #[arg(long, env = "SATCHEL_RETENTION", default_value = "29days", value_parser = parse_positive_duration)]
+    #[arg(long, env = "SATCHEL_RETENTION", default_value_t = DEFAULT_RETENTION.into(), value_parser = parse_positive_duration)]
     retention: humantime::Duration,
 
     /// Most requests running at once, over all backends (each is also capped by its own
     /// `max_concurrency`).
-    #[arg(long, env = "SATCHEL_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SATCHEL_MAX_IN_FLIGHT", default_value_t = default_max_in_flight(), value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: u32,
 
     /// This node's id, the owner of its leases: stable across restarts, unique among the
@@ -76,13 +78,13 @@ pub struct ServeArgs {
     /// How long a lease on a request lasts unless renewed (renewed every third of it while
     /// the request waits or runs). A node that stops renewing loses its requests to others
     /// after this long.
-    #[arg(long, env = "SATCHEL_LEASE_TTL", default_value = "60s", value_parser = parse_lease_ttl)]
-    lease_ttl: Duration,
+    #[arg(long, env = "SATCHEL_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.into(), value_parser = parse_lease_ttl)]
+    lease_ttl: humantime::Duration,
 
     /// On SIGTERM or SIGINT: how long attempts in flight and open responses may take to
     /// finish before what is left is given back (it runs again at the next start).
-    #[arg(long, env = "SATCHEL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    shutdown_timeout: Duration,
+    #[arg(long, env = "SATCHEL_SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.into())]
+    shutdown_timeout: humantime::Duration,
 
     /// How long a client may take to send a request's headers (from connecting, or from
     /// its first byte after an idle moment); then it is disconnected.
@@ -146,9 +148,14 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+/// The `--max-in-flight` default: the dispatcher's own.
+fn default_max_in_flight() -> u32 {
+    u32::try_from(DEFAULT_MAX_IN_FLIGHT).unwrap_or(u32::MAX)
+}
+
+fn parse_lease_ttl(text: &str) -> Result<humantime::Duration, String> {
+    match text.parse::<humantime::Duration>() {
+        Ok(d) if *d >= Duration::from_secs(1) => Ok(d),
         Ok(_) => Err("must be at least 1s".into()),
         Err(e) => Err(e.to_string()),
     }
@@ -197,8 +204,8 @@ impl ServeArgs {
         if let Some(node_id) = self.node_id.filter(|n| !n.trim().is_empty()) {
             config.dispatch.node_id = node_id;
         }
-        config.dispatch.lease_ttl = self.lease_ttl;
-        config.shutdown_timeout = self.shutdown_timeout;
+        config.dispatch.lease_ttl = self.lease_ttl.into();
+        config.shutdown_timeout = self.shutdown_timeout.into();
         config.drain_delay = self.drain_delay.into();
         config.metrics_listen = self.metrics_listen;
         Ok(config)
