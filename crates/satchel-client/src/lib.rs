@@ -62,6 +62,7 @@ mod client;
 mod error;
 mod results;
 pub mod retry;
+mod transport;
 
 pub use batches::{BatchList, Batches, CreateBody, ListParams, Messages};
 pub use client::{
