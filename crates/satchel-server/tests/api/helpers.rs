@@ -14,6 +14,8 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub key: String,
+    /// The server's SQLite file.
+    pub db: std::path::PathBuf,
     server: Option<satchel_server::RunningServer>,
     _dir: tempfile::TempDir,
 }
@@ -57,12 +59,14 @@ impl TestApp {
         config.housekeeping_tick = Duration::from_millis(50);
         config.dispatch.idle_poll = Duration::from_millis(50);
         tune(&mut config);
+        let db = config.db.clone();
         let server = satchel_server::start(config).await.expect("server starts");
         Self {
             base: format!("http://{}", server.addr),
             addr: server.addr,
             client: reqwest::Client::new(),
             key: KEY_A.to_owned(),
+            db,
             server: Some(server),
             _dir: dir,
         }
@@ -79,6 +83,7 @@ impl TestApp {
             addr: self.addr,
             client: self.client.clone(),
             key: key.to_owned(),
+            db: self.db.clone(),
             server: None,
             _dir: tempfile::tempdir().unwrap(),
         }

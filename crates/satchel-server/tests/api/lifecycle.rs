@@ -233,3 +233,26 @@ async fn workspaces_share_the_run_slots_fairly() {
         "workspace A ran {flood_done} requests while B ran 40"
     );
 }
+
+#[tokio::test]
+async fn a_state_this_version_does_not_know_is_an_error_not_in_progress() {
+    let app = TestApp::spawn().await;
+    let batch = app.create_ok(&requests(2, "odd state")).await;
+    let id = batch["id"].as_str().unwrap();
+    app.wait_ended(id, Duration::from_secs(30)).await;
+    // As a newer version (or a damaged file) might leave it.
+    let db = rusqlite::Connection::open(&app.db).unwrap();
+    db.busy_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        db.execute("UPDATE batches SET state = 9 WHERE id = ?1", [id])
+            .unwrap(),
+        1
+    );
+    app.get(id)
+        .await
+        .assert_error(500, "api_error", "Internal server error");
+    let listed = app
+        .send(reqwest::Method::GET, "/v1/messages/batches", None)
+        .await;
+    listed.assert_error(500, "api_error", "Internal server error");
+}
