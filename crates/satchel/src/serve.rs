@@ -17,9 +17,17 @@ use satchel_server::{ConfigFile, ServerConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Beyond loopback, API keys are required.
+    /// Address to listen on. Beyond loopback, API keys are required. Port 0 takes any free
+    /// port: the address bound is logged ("Satchel is serving") and written to --port-file.
     #[arg(long, env = "SATCHEL_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+
+    /// Once listening, write the address bound (`host:port` and a newline) to this file, and
+    /// on a second line the --metrics-listen address bound, if any; whole or not at all
+    /// (written beside it, then renamed): how a script or test that listens on port 0 learns
+    /// the port.
+    #[arg(long, env = "SATCHEL_PORT_FILE")]
+    port_file: Option<PathBuf>,
 
     /// SQLite database file (created if missing; one server process per file), or a
     /// PostgreSQL URL (postgres://user@host:5432/satchel) shared by several nodes, each
@@ -201,8 +209,17 @@ impl ServeArgs {
             config.http.max_connections = max as usize;
         }
         config.dispatch.max_in_flight = self.max_in_flight as usize;
-        if let Some(node_id) = self.node_id.filter(|n| !n.trim().is_empty()) {
-            config.dispatch.node_id = node_id;
+        match self.node_id.filter(|n| !n.trim().is_empty()) {
+            Some(node_id) => config.dispatch.node_id = node_id,
+            // The default id on a shared database is made of the port: port 0 would give every
+            // node the same one (and each restart another port's), so it must be chosen.
+            None if config.postgres_url().is_some() && config.listen.port() == 0 => {
+                anyhow::bail!(
+                    "--listen on port 0 with a PostgreSQL database needs --node-id (the default \
+                     node id is made of the port)"
+                )
+            }
+            None => {}
         }
         config.dispatch.lease_ttl = self.lease_ttl.into();
         config.shutdown_timeout = self.shutdown_timeout.into();
@@ -231,11 +248,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_span_list(false)
             .init(),
     }
+    let port_file = args.port_file.clone();
     let config = args.into_config()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let window = config.shutdown_timeout;
         let server = satchel_server::start(config).await?;
+        if let Some(path) = &port_file {
+            write_port_file(path, server.addr, server.metrics_addr)?;
+        }
         // The serving loop only ends when shut down: wait for the signal to do so.
         let signal = shutdown_signal().await?;
         tracing::info!(%signal, window = %humantime::format_duration(window), "shutting down: draining");
@@ -250,6 +271,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Writes `addr` (and `metrics`, if any, on the next line) to `path` atomically: to a file
+/// beside it, then renamed over it, so a reader polling for the file never sees half of it.
+fn write_port_file(
+    path: &std::path::Path,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let mut text = format!("{addr}\n");
+    if let Some(metrics) = metrics {
+        text.push_str(&format!("{metrics}\n"));
+    }
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("cannot write --port-file {}", path.display()))
 }
 
 /// Waits for SIGTERM (what deployments send) or SIGINT (Ctrl-C), and says which.

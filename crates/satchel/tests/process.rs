@@ -200,3 +200,30 @@ fn help_explains_every_serve_flag() {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
+
+#[tokio::test]
+async fn port_zero_takes_a_free_port_and_says_which_in_the_port_file_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Server::start listens on 127.0.0.1:0 with --port-file, and reads the address from it.
+    let server = Server::start(&dir.path().join("satchel.db"), &[]).await;
+    assert_ne!(server.addr.port(), 0);
+    let (status, _) = client_get(&server.url("/healthz")).await;
+    assert_eq!(status, 200, "the address written is the one served");
+    let log = server.log_text();
+    assert!(
+        log.contains(&server.addr.to_string()) && log.contains("Satchel is serving"),
+        "the log names the address bound: {log}"
+    );
+
+    // A shared database's default node id is made of the port: port 0 needs --node-id.
+    let output = support::run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        "postgres://satchel@127.0.0.1:1/satchel",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--node-id"), "{stderr}");
+}

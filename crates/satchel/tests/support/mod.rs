@@ -1,4 +1,5 @@
-//! Starting the real binary on a free port, killing it, and a tiny HTTP client.
+//! Starting the real binary on port 0 (it writes the port it got to `--port-file`), killing
+//! it, and a tiny HTTP client.
 
 // Each test binary uses its own part of these helpers.
 #![allow(dead_code)]
@@ -15,16 +16,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_satchel");
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `--metrics-listen` bound, if it was given.
+    pub metrics_addr: Option<SocketAddr>,
     child: Child,
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A name no other server of this test process has (for its log and port files).
+fn unique_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }
 
 impl Server {
@@ -42,14 +44,12 @@ impl Server {
     /// Starts `satchel serve` on a shared database (`--db` a PostgreSQL URL), its log in
     /// `log_dir`.
     pub async fn start_shared(url: &str, log_dir: &Path, args: &[&str]) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = log_dir.join(format!("node-{}.log", addr.port()));
-        Self::spawn(Command::new(BIN), addr, url, log, args).await
+        let files = log_dir.join(format!("node-{}", unique_name()));
+        Self::spawn(Command::new(BIN), url, &files, args).await
     }
 
     async fn start_via(db: &Path, args: &[&str], nofile: Option<u32>) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = db.with_extension(format!("{}.log", addr.port()));
+        let files = PathBuf::from(format!("{}.{}", db.display(), unique_name()));
         let command = match nofile {
             None => Command::new(BIN),
             Some(n) => {
@@ -58,27 +58,42 @@ impl Server {
                 bash
             }
         };
-        Self::spawn(command, addr, db.to_str().unwrap(), log, args).await
+        Self::spawn(command, db.to_str().unwrap(), &files, args).await
     }
 
-    async fn spawn(
-        mut command: Command,
-        addr: SocketAddr,
-        db: &str,
-        log: PathBuf,
-        args: &[&str],
-    ) -> Self {
+    /// Starts `satchel serve --listen 127.0.0.1:0 --port-file …` and waits for the port file:
+    /// it is written once the server listens, so the address read from it answers. `files`
+    /// names the log (`.log`) and the port file (`.port`).
+    async fn spawn(mut command: Command, db: &str, files: &Path, args: &[&str]) -> Self {
+        let log = PathBuf::from(format!("{}.log", files.display()));
+        let port_file = PathBuf::from(format!("{}.port", files.display()));
         let child = command
-            .args(["serve", "--listen", &addr.to_string(), "--db", db])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                db,
+                "--port-file",
+            ])
+            .arg(&port_file)
             .args(args)
             .env_remove("SATCHEL_API_KEYS")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut server = Self { addr, child, log };
+        let mut server = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
+            child,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                break text;
+            }
             assert!(
                 server.child.try_wait().unwrap().is_none(),
                 "server exited: {}",
@@ -90,7 +105,10 @@ impl Server {
                 server.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        let mut lines = text.lines().map(|l| l.parse::<SocketAddr>().unwrap());
+        server.addr = lines.next().expect("the API's address");
+        server.metrics_addr = lines.next();
         server
     }
 
