@@ -108,7 +108,13 @@ async fn kill_9_during_an_upload_creates_nothing() {
     use tokio::io::AsyncWriteExt;
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body.as_bytes()[..half]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await; // some chunks reach the store
+    // Some chunks reach the store: past the first chunk, a batch's params go to its file.
+    let params = dir.path().join("satchel.db.params");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&params).map_or(0, |d| d.count()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no chunk was stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut server = server;
     server.kill_9();
     drop(stream);

@@ -38,6 +38,8 @@ struct Memory {
     running: bool,
     /// Requests whose next renewal reports them lost.
     lose: HashSet<i64>,
+    /// The most requests leased at once, seen at the end of a claim.
+    most_leased: usize,
 }
 
 struct FakeStore(Mutex<Memory>);
@@ -118,20 +120,26 @@ impl Store for FakeStore {
             .collect();
         ids.sort_unstable();
         ids.truncate(max);
+        for id in &ids {
+            m.queue.insert(*id, (token, until.as_micros()));
+        }
+        let leased = m
+            .queue
+            .values()
+            .filter(|(token, end)| *token != 0 && *end > now.as_micros())
+            .count();
+        m.most_leased = m.most_leased.max(leased);
         Ok(ids
             .into_iter()
-            .map(|id| {
-                m.queue.insert(id, (token, until.as_micros()));
-                ClaimedRequest {
-                    request: RequestKey {
-                        batch: BATCH,
-                        request: id,
-                        lease: token,
-                    },
-                    custom_id: format!("r{id}"),
-                    params: RawValue::from_string(format!(r#"{{"model":"m","n":{id}}}"#)).unwrap(),
-                    upstream_headers: None,
-                }
+            .map(|id| ClaimedRequest {
+                request: RequestKey {
+                    batch: BATCH,
+                    request: id,
+                    lease: token,
+                },
+                custom_id: format!("r{id}"),
+                params: RawValue::from_string(format!(r#"{{"model":"m","n":{id}}}"#)).unwrap(),
+                upstream_headers: None,
             })
             .collect())
     }
@@ -215,6 +223,8 @@ enum Reply {
     Ok,
     Transient,
     Unreachable,
+    /// A 429 asking for this wait.
+    Throttled(Duration),
 }
 
 /// Answers each request (by its `n`) from its script, the last reply repeating; counts sends.
@@ -223,6 +233,10 @@ struct Scripted {
     scripts: Mutex<HashMap<i64, VecDeque<Reply>>>,
     default: Vec<Reply>,
     sends: Mutex<HashMap<i64, usize>>,
+    /// When each request's attempts were sent (tokio's clock).
+    sent_at: Mutex<HashMap<i64, Vec<tokio::time::Instant>>>,
+    /// Attempts running now, and the most at once.
+    running: Mutex<(usize, usize)>,
     started: Notify,
 }
 
@@ -233,6 +247,8 @@ impl Scripted {
             scripts: Mutex::new(HashMap::new()),
             default,
             sends: Mutex::new(HashMap::new()),
+            sent_at: Mutex::new(HashMap::new()),
+            running: Mutex::new((0, 0)),
             started: Notify::new(),
         })
     }
@@ -253,6 +269,17 @@ impl Backend for Scripted {
             .as_i64()
             .unwrap();
         *self.sends.lock().unwrap().entry(n).or_default() += 1;
+        self.sent_at
+            .lock()
+            .unwrap()
+            .entry(n)
+            .or_default()
+            .push(tokio::time::Instant::now());
+        {
+            let mut running = self.running.lock().unwrap();
+            running.0 += 1;
+            running.1 = running.1.max(running.0);
+        }
         self.started.notify_waiters();
         let reply = {
             let mut scripts = self.scripts.lock().unwrap();
@@ -266,6 +293,7 @@ impl Backend for Scripted {
             }
         };
         tokio::time::sleep(self.took).await;
+        self.running.lock().unwrap().0 -= 1;
         match reply {
             Reply::Ok => Attempt::Message(RawValue::from_string("{}".into()).unwrap()),
             Reply::Transient => Attempt::Failed(Failure::transient(
@@ -277,6 +305,11 @@ impl Backend for Scripted {
                 ErrorType::ApiError,
                 "could not connect",
                 None,
+            )),
+            Reply::Throttled(after) => Attempt::Failed(Failure::throttled(
+                ErrorType::RateLimitError,
+                "slow down",
+                Some(after),
             )),
         }
     }
@@ -483,4 +516,64 @@ async fn drain_cuts_what_outlasts_the_window() {
         store.lock().queue.values().all(|(token, _)| *token == 0),
         "given back"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_attempt_waits_what_the_upstream_asked_up_to_a_minute() {
+    let store = FakeStore::with_requests(2);
+    let backend = Scripted::new(Duration::from_millis(5), vec![Reply::Ok]);
+    {
+        let mut scripts = backend.scripts.lock().unwrap();
+        scripts.insert(
+            0,
+            [Reply::Throttled(Duration::from_secs(2)), Reply::Ok].into(),
+        );
+        // Asked for 90 s: waited as 60 s, the one rule's cap (satchel_wire::retry).
+        scripts.insert(
+            1,
+            [Reply::Throttled(Duration::from_secs(90)), Reply::Ok].into(),
+        );
+    }
+    let handle = dispatcher(store.clone(), backend.clone(), Setup::default()).spawn();
+    run_until(Duration::from_secs(600), || store.lock().settled.len() == 2).await;
+    let gap = |n: i64| {
+        let sent = backend.sent_at.lock().unwrap()[&n].clone();
+        assert_eq!(sent.len(), 2, "request {n}: one retry");
+        sent[1] - sent[0]
+    };
+    // The attempt took 5 ms, then the wait; paused time makes the gaps exact to the tick.
+    let (asked, capped) = (gap(0), gap(1));
+    assert!(
+        asked >= Duration::from_secs(2) && asked < Duration::from_millis(2_100),
+        "{asked:?}"
+    );
+    assert!(
+        capped >= Duration::from_secs(60) && capped < Duration::from_millis(60_100),
+        "{capped:?}"
+    );
+    assert_eq!(kinds(&store), (2, 0));
+    handle.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_wait_in_the_store_not_in_the_route() {
+    let store = FakeStore::with_requests(40);
+    let backend = Scripted::new(Duration::from_secs(1), vec![Reply::Ok]);
+    let setup = Setup {
+        concurrency: 3,
+        ..Setup::default()
+    };
+    let handle = dispatcher(store.clone(), backend.clone(), setup).spawn();
+    run_until(Duration::from_secs(600), || {
+        store.lock().settled.len() == 40
+    })
+    .await;
+    // The route runs at most its concurrency at once, and uses all of it.
+    assert_eq!(backend.running.lock().unwrap().1, 3);
+    // At most the run slots (twice the concurrency) are leased at once: the rest stay in
+    // the store, where claims are fair across batches and workspaces.
+    let most = store.lock().most_leased;
+    assert!((3..=6).contains(&most), "{most} leased at once");
+    assert_eq!(backend.total_sends(), 40, "each sent once");
+    handle.abort();
 }

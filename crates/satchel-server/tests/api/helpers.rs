@@ -108,6 +108,29 @@ impl TestApp {
         read(request.send().await.expect("request sent")).await
     }
 
+    /// Waits until at least `n` attempts are in flight on the backends (as the dashboard's
+    /// backends call counts them), failing after a generous `within`.
+    pub async fn wait_in_flight(&self, n: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let reply = self
+                .send(Method::GET, "/dashboard/api/backends", None)
+                .await;
+            let backends = reply.json();
+            let in_flight: u64 = backends["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["in_flight"].as_u64().unwrap())
+                .sum();
+            if in_flight >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{in_flight} in flight, not {n}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn create(&self, requests: &Value) -> Reply {
         self.send(
             Method::POST,

@@ -54,7 +54,7 @@ async fn cancel_ends_pending_requests_and_lets_in_flight_ones_finish() {
     .await;
     let batch = app.create_ok(&requests(200, "cancel me")).await;
     let id = batch["id"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await; // let the first ones start
+    app.wait_in_flight(1, Duration::from_secs(30)).await; // the first ones started
     let canceled = app.cancel(id).await;
     assert_eq!(canceled.status, StatusCode::OK, "{}", canceled.text);
     let canceled = canceled.json();

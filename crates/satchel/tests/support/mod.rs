@@ -242,6 +242,23 @@ impl Mock {
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
     }
+
+    /// Waits until the mock has seen at least `n` requests (a condition, not a guess at how
+    /// long that takes), failing after a generous `within`.
+    pub async fn wait_requests(&self, n: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.stats().await["requests"].as_u64().unwrap();
+            if seen >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the mock saw {seen} requests, not {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Mock {
