@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use satchel_core::limits::{DEFAULT_MAX_CONCURRENCY, RetryPolicy};
 use satchel_upstream::http::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 /// One `[[backends]]` entry: a model server, the models it serves and its limits.
 ///
@@ -64,10 +65,12 @@ impl BackendKind {
     }
 }
 
-/// Where an HTTP backend is and how long its calls may take.
+/// Where an HTTP backend is and how long its calls may take; `Pin` is the type of the
+/// `anthropic-version` it may pin: a `String` for `kind = "anthropic"`, [`NoPin`] (no value
+/// at all) for the others.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpEntry {
+pub struct HttpEntry<Pin = NoPin> {
     /// `http(s)://host:port`, with or without a trailing `/v1`.
     pub base_url: String,
     /// The environment variable holding the backend's API key (never the key itself).
@@ -77,35 +80,24 @@ pub struct HttpEntry {
     pub timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-}
-
-/// `kind = "anthropic"`: an [`HttpEntry`] that may also pin the `anthropic-version`.
-///
-/// The HTTP fields are spelled out again rather than flattened: serde cannot refuse unknown
-/// fields through a flattened struct.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnthropicEntry {
-    pub base_url: String,
-    pub api_key_env: Option<String>,
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
     /// The `anthropic-version` sent upstream whatever the client's (by default each batch's
     /// requests go with the version its create call sent).
-    pub anthropic_version: Option<String>,
+    pub anthropic_version: Option<Pin>,
 }
 
-impl AnthropicEntry {
-    /// Its HTTP settings, as every HTTP backend has them.
-    pub fn http(&self) -> HttpEntry {
-        HttpEntry {
-            base_url: self.base_url.clone(),
-            api_key_env: self.api_key_env.clone(),
-            timeout: self.timeout,
-            connect_timeout: self.connect_timeout,
-        }
+/// `kind = "anthropic"`: an HTTP backend that may pin the `anthropic-version`.
+pub type AnthropicEntry = HttpEntry<String>;
+
+/// The `anthropic_version` of a kind that cannot pin one: a type with no values, so the field
+/// can only be absent, and giving it is refused by name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoPin {}
+
+impl<'de> Deserialize<'de> for NoPin {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(D::Error::custom(
+            "`anthropic_version` is only for kind = \"anthropic\"",
+        ))
     }
 }
 
@@ -180,7 +172,7 @@ mod tests {
         let BackendKind::Anthropic(a) = &e.kind else {
             panic!("{:?}", e.kind)
         };
-        assert_eq!(a.http().timeout, Duration::from_secs(120));
+        assert_eq!(a.timeout, Duration::from_secs(120));
         assert_eq!(a.anthropic_version.as_deref(), Some("2023-06-01"));
 
         let e = entry(
@@ -209,7 +201,7 @@ mod tests {
             ),
             (
                 "kind = \"openai\"\nbase_url = \"http://h\"\nanthropic_version = \"x\"\n",
-                "unknown field `anthropic_version`",
+                "`anthropic_version` is only for kind = \"anthropic\"",
             ),
             (
                 "kind = \"anthropic\"\nbase_url = \"http://h\"\nlatency = \"1s\"\n",

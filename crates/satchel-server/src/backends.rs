@@ -94,7 +94,7 @@ fn build_backend(kind: &BackendKind) -> Result<Arc<dyn Backend>, String> {
                     "`anthropic_version` {version:?} is not a valid header value"
                 ));
             }
-            let (base_url, api_key, options) = http_settings(&anthropic.http())?;
+            let (base_url, api_key, options) = http_settings(anthropic)?;
             let backend =
                 AnthropicBackend::new(&base_url, api_key, options).map_err(|e| e.to_string())?;
             Ok(Arc::new(
@@ -111,7 +111,9 @@ fn build_backend(kind: &BackendKind) -> Result<Arc<dyn Backend>, String> {
 }
 
 /// An HTTP backend's URL (checked), its key (read from the variable named) and its timeouts.
-fn http_settings(http: &HttpEntry) -> Result<(String, Option<String>, HttpOptions), String> {
+fn http_settings<Pin>(
+    http: &HttpEntry<Pin>,
+) -> Result<(String, Option<String>, HttpOptions), String> {
     let base_url = &http.base_url;
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
         return Err(format!(

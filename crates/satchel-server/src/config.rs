@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::auth::Keys;
 pub use crate::backend_config::{
-    AnthropicEntry, BackendEntry, BackendKind, EmulatorEntry, HttpEntry,
+    AnthropicEntry, BackendEntry, BackendKind, EmulatorEntry, HttpEntry, NoPin,
 };
 
 /// Everything a running server needs to know.
