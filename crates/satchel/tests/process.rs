@@ -194,6 +194,7 @@ fn help_explains_every_serve_flag() {
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
         "--listen",
+        "--port-file",
         "--db",
         "--config",
         "--public-base-url",
