@@ -23,6 +23,7 @@
 //! never rots. Nothing here asserts timings: the table says which targets are met.
 
 mod api;
+mod baselines;
 mod batch;
 mod list;
 mod postgres;

@@ -54,6 +54,14 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// How to learn that a process listens, and where.
+enum Listening {
+    /// `satchel serve --listen 127.0.0.1:0 --port-file FILE` writes its address there.
+    PortFile(PathBuf),
+    /// A process told its address, up once it accepts a connection.
+    At(SocketAddr),
+}
+
 /// A running child process listening on `addr`.
 pub struct Proc {
     pub addr: SocketAddr,
@@ -65,12 +73,13 @@ pub struct Proc {
 impl Proc {
     /// Starts `satchel serve --db db` with `extra` arguments, logging to `db`'s directory.
     pub async fn serve(satchel: &Path, db: &Path, extra: &[String]) -> Result<Self> {
-        let port = free_port()?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let port_file = db.with_extension("port");
         let mut args = vec![
             "serve".to_owned(),
             "--listen".into(),
-            addr.to_string(),
+            "127.0.0.1:0".into(),
+            "--port-file".into(),
+            port_file.display().to_string(),
             "--db".into(),
             db.display().to_string(),
             "--log".into(),
@@ -80,7 +89,7 @@ impl Proc {
         Self::start(
             satchel,
             &args,
-            addr,
+            Listening::PortFile(port_file),
             db.with_extension("log"),
             "satchel serve",
         )
@@ -90,12 +99,13 @@ impl Proc {
     /// Starts `satchel serve --db url` (a PostgreSQL database shared by nodes) as `node`,
     /// logging to `log`.
     pub async fn serve_shared(satchel: &Path, url: &str, node: &str, log: PathBuf) -> Result<Self> {
-        let port = free_port()?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let port_file = log.with_extension("port");
         let args = [
             "serve".to_owned(),
             "--listen".into(),
-            addr.to_string(),
+            "127.0.0.1:0".into(),
+            "--port-file".into(),
+            port_file.display().to_string(),
             "--db".into(),
             url.to_owned(),
             "--node-id".into(),
@@ -103,7 +113,8 @@ impl Proc {
             "--log".into(),
             "warn".into(),
         ];
-        Self::start(satchel, &args, addr, log, "satchel serve (PostgreSQL)").await
+        let listening = Listening::PortFile(port_file);
+        Self::start(satchel, &args, listening, log, "satchel serve (PostgreSQL)").await
     }
 
     /// Starts `satchel mock-upstream` answering at once.
@@ -117,16 +128,21 @@ impl Proc {
             "--latency".into(),
             "0ms".into(),
         ];
-        Self::start(satchel, &args, addr, log, "satchel mock-upstream").await
+        let listening = Listening::At(addr);
+        Self::start(satchel, &args, listening, log, "satchel mock-upstream").await
     }
 
     async fn start(
         satchel: &Path,
         args: &[String],
-        addr: SocketAddr,
+        listening: Listening,
         log: PathBuf,
         what: &str,
     ) -> Result<Self> {
+        if let Listening::PortFile(file) = &listening {
+            // Left by an earlier run: the address in it is not this process's.
+            let _ = std::fs::remove_file(file);
+        }
         let child = Command::new(satchel)
             .args(args)
             .env_remove("SATCHEL_API_KEYS")
@@ -137,13 +153,27 @@ impl Proc {
             .spawn()
             .with_context(|| format!("cannot start {}", satchel.display()))?;
         let mut proc = Self {
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
             log,
             what: what.to_owned(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
+        loop {
+            let up = match &listening {
+                // Written once the server listens: the first line is the API's address.
+                Listening::PortFile(file) => std::fs::read_to_string(file)
+                    .ok()
+                    .and_then(|text| text.lines().next()?.parse().ok()),
+                Listening::At(addr) => tokio::net::TcpStream::connect(addr)
+                    .await
+                    .is_ok()
+                    .then_some(*addr),
+            };
+            if let Some(addr) = up {
+                proc.addr = addr;
+                break;
+            }
             if let Some(status) = proc.child.try_wait()? {
                 bail!("{} exited ({status}): {}", proc.what, proc.log_text());
             }

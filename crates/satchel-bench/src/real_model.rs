@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::api::{self, Api};
 use crate::proc::{self, Proc};
 use crate::report::{Row, fmt_s, fmt_x};
-use crate::{Settings, upstream};
+use crate::{Settings, baselines};
 
 const LLAMA_SERVER: &str = include_str!("../../../conformance/real-model/llama_server.py");
 /// llama.cpp's slots, and the concurrency of both clients.
@@ -150,7 +150,7 @@ fn output_tokens(lines: &[u8], n: usize) -> Result<u64> {
 }
 
 fn direct(settings: &Settings, python: &Path, url: &str, jsonl: &Path, n: usize) -> Result<Run> {
-    let report = upstream::run_script(settings, python, "httpx", url, SLOTS, jsonl, n)?;
+    let report = baselines::run_script(settings, python, "httpx", url, SLOTS, jsonl, n)?;
     Ok(Run {
         tokens: output_tokens(&report.lines, n)?,
         seconds: report.seconds,

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,20 +13,20 @@ use reqwest::{Method, Url};
 use satchel_wire::{DeletedMessageBatch, ListPage, MessageBatch, MessageBatchRequest};
 use serde::Serialize;
 
-use crate::client::{Call, Client};
 use crate::error::{Error, Result};
 use crate::results::{ResultLines, Results};
+use crate::transport::{Call, Transport};
 
 const BATCHES: [&str; 3] = ["v1", "messages", "batches"];
 
-/// The Messages API, from [`Client::messages`]. Only its batches are here.
+/// The Messages API, from [`crate::Client::messages`]. Only its batches are here.
 #[derive(Debug, Clone, Copy)]
 pub struct Messages<'a> {
-    client: &'a Client,
+    client: &'a Arc<Transport>,
 }
 
 impl<'a> Messages<'a> {
-    pub(crate) fn new(client: &'a Client) -> Self {
+    pub(crate) fn new(client: &'a Arc<Transport>) -> Self {
         Self { client }
     }
 
@@ -40,7 +41,7 @@ impl<'a> Messages<'a> {
 /// The Message Batches operations, from `client.messages().batches()`.
 #[derive(Debug, Clone, Copy)]
 pub struct Batches<'a> {
-    pub(crate) client: &'a Client,
+    pub(crate) client: &'a Arc<Transport>,
 }
 
 impl Batches<'_> {
@@ -135,7 +136,11 @@ impl Batches<'_> {
                 let Some(params) = state.next.take() else {
                     return Ok(None);
                 };
-                let page = state.client.messages().batches().list_page(&params).await?;
+                let page = Batches {
+                    client: &state.client,
+                }
+                .list_page(&params)
+                .await?;
                 state.next = params.next_page(&page);
                 state.buffer.extend(page.data);
             }
@@ -222,7 +227,7 @@ impl Batches<'_> {
 }
 
 struct ListState {
-    client: Client,
+    client: Arc<Transport>,
     next: Option<ListParams>,
     buffer: VecDeque<MessageBatch>,
 }

@@ -1,18 +1,16 @@
-//! The [`Client`]: configuration, authentication, and the one place requests are sent and
-//! retried.
+//! The [`Client`]: configuration and authentication, over the transport that sends and
+//! retries every call ([`crate::transport`]).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use reqwest::Url;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, Url};
-use serde::de::DeserializeOwned;
 
 use crate::batches::Messages;
-use crate::error::{ApiError, Error, Result};
-use crate::retry;
+use crate::error::{Error, Result};
+use crate::transport::Transport;
 
 /// Where the client goes without `ANTHROPIC_BASE_URL` or [`ClientBuilder::base_url`].
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -48,26 +46,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    http: reqwest::Client,
-    base_url: Url,
-    /// `x-api-key`, `authorization`, `anthropic-version`: sent with every request.
-    headers: HeaderMap,
-    max_retries: u32,
-    timeout: Duration,
+    inner: Arc<Transport>,
 }
 
 impl fmt::Debug for Client {
     // Never prints the key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("base_url", &self.inner.base_url.as_str())
-            .field("max_retries", &self.inner.max_retries)
-            .field("timeout", &self.inner.timeout)
-            .finish_non_exhaustive()
+        self.inner.fmt(f)
     }
 }
 
@@ -88,154 +73,13 @@ impl Client {
 
     /// The Messages API; batches live under it, as in the SDKs.
     pub fn messages(&self) -> Messages<'_> {
-        Messages::new(self)
+        Messages::new(&self.inner)
     }
 
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
         self.inner.base_url.as_str()
     }
-
-    /// `base_url` followed by these path segments, each percent-encoded (so an id can never
-    /// reach another route).
-    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url> {
-        let mut url = self.inner.base_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| Error::Config("the base URL cannot take a path".into()))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
-    }
-
-    /// Sends `call`, retrying as the SDKs do, and parses the JSON body of the success.
-    pub(crate) async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
-        let mut retries_done = 0;
-        loop {
-            let can_retry = retries_done < self.inner.max_retries;
-            let wait_hint = match self.attempt(&call, can_retry, true).await {
-                Attempt::Success(response) => {
-                    let request_id = request_id(response.headers());
-                    // Reading the body is part of the attempt: a connection that breaks off
-                    // mid-body is retried like one that failed to connect.
-                    match response.bytes().await {
-                        Ok(bytes) => {
-                            return serde_json::from_slice(&bytes).map_err(|source| {
-                                Error::Decode {
-                                    operation: call.operation,
-                                    request_id,
-                                    source,
-                                }
-                            });
-                        }
-                        Err(_) if can_retry => None,
-                        Err(e) => return Err(Error::transport(e)),
-                    }
-                }
-                Attempt::Retry(headers) => headers,
-                Attempt::Failed(error) => return Err(error),
-            };
-            self.pause(retries_done, wait_hint.as_ref()).await;
-            retries_done += 1;
-        }
-    }
-
-    /// Sends `call`, retrying until a success status arrives, and hands back the response
-    /// with its body unread, for streaming. Failures while streaming are not retried: the
-    /// bytes already delivered cannot be taken back.
-    pub(crate) async fn streaming(&self, call: Call) -> Result<reqwest::Response> {
-        let mut retries_done = 0;
-        loop {
-            let can_retry = retries_done < self.inner.max_retries;
-            let wait_hint = match self.attempt(&call, can_retry, false).await {
-                Attempt::Success(response) => return Ok(response),
-                Attempt::Retry(headers) => headers,
-                Attempt::Failed(error) => return Err(error),
-            };
-            self.pause(retries_done, wait_hint.as_ref()).await;
-            retries_done += 1;
-        }
-    }
-
-    /// One attempt: a success status, a failure worth retrying (with the response's
-    /// headers, which may say how long to wait), or a final error.
-    async fn attempt(&self, call: &Call, can_retry: bool, whole_call_timeout: bool) -> Attempt {
-        let inner = &self.inner;
-        let mut request = inner
-            .http
-            .request(call.method.clone(), call.url.clone())
-            .headers(inner.headers.clone())
-            .header(header::ACCEPT, call.accept);
-        if whole_call_timeout {
-            // The whole call, body included. A streamed body instead has the client's read
-            // timeout between reads, however long the download takes.
-            request = request.timeout(inner.timeout);
-        }
-        if let Some(body) = &call.body {
-            request = request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
-        match request.send().await {
-            Ok(response) if response.status().is_success() => Attempt::Success(response),
-            Ok(response) => {
-                let status = response.status();
-                if can_retry && retry::should_retry(status, response.headers()) {
-                    return Attempt::Retry(Some(response.headers().clone()));
-                }
-                let request_id = request_id(response.headers());
-                // The error body is small; a failure to read it still leaves the status to
-                // report.
-                let body = response.bytes().await.unwrap_or_default();
-                Attempt::Failed(ApiError::from_parts(status.as_u16(), request_id, &body).into())
-            }
-            // A request that could not even be built will not build next time either.
-            Err(e) if e.is_builder() => Attempt::Failed(Error::transport(e)),
-            Err(_) if can_retry => Attempt::Retry(None),
-            Err(e) => Attempt::Failed(Error::transport(e)),
-        }
-    }
-
-    /// Sleeps before retry number `retries_done + 1`.
-    async fn pause(&self, retries_done: u32, headers: Option<&HeaderMap>) {
-        let delay = retry::retry_delay(retries_done, headers, fastrand::f64());
-        tokio::time::sleep(delay).await;
-    }
-}
-
-/// One API call, rebuilt for each attempt.
-pub(crate) struct Call {
-    pub method: Method,
-    pub url: Url,
-    pub body: Option<Bytes>,
-    pub accept: &'static str,
-    /// Named in decode errors: "retrieve", "list", …
-    pub operation: &'static str,
-}
-
-impl Call {
-    pub fn new(operation: &'static str, method: Method, url: Url) -> Self {
-        Self {
-            method,
-            url,
-            body: None,
-            accept: "application/json",
-            operation,
-        }
-    }
-}
-
-enum Attempt {
-    Success(reqwest::Response),
-    /// Retry, after the wait these headers ask for (none: a connection failure).
-    Retry(Option<HeaderMap>),
-    Failed(Error),
-}
-
-fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// Configures a [`Client`]. Start from [`Client::builder`] or [`ClientBuilder::from_env`].
@@ -376,7 +220,7 @@ impl ClientBuilder {
             .build()
             .map_err(|e| Error::Config(format!("cannot set up HTTP: {e}")))?;
         Ok(Client {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Transport {
                 http,
                 base_url,
                 headers,
@@ -435,6 +279,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             client
+                .inner
                 .url(&["v1", "messages", "batches", "a/../b?c"])
                 .unwrap()
                 .as_str(),
@@ -446,7 +291,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            client.url(&["v1", "x"]).unwrap().as_str(),
+            client.inner.url(&["v1", "x"]).unwrap().as_str(),
             "http://h:1/v1/x"
         );
     }

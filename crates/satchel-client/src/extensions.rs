@@ -10,9 +10,11 @@ use satchel_wire::{MessageBatch, ProcessingStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::batches::Batches;
-use crate::client::{Call, Client};
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::results::LineDecoder;
+use crate::transport::{Call, Transport};
 
 /// The cursor before every line: where a reader starts.
 pub const START: &str = "0";
@@ -83,7 +85,7 @@ impl Batches<'_> {
     /// (for up to [`FOLLOW_RECONNECT_FOR`]).
     pub fn follow(&self, id: &str, after: &str) -> impl Stream<Item = Result<SettledPage>> + use<> {
         let state = Follow {
-            client: self.client.clone(),
+            client: Arc::clone(self.client),
             id: id.to_owned(),
             cursor: Some(after.to_owned()),
         };
@@ -117,7 +119,7 @@ impl Batches<'_> {
 }
 
 struct Follow {
-    client: Client,
+    client: Arc<Transport>,
     id: String,
     /// Where to go on from; `None` once complete.
     cursor: Option<String>,
@@ -155,7 +157,7 @@ fn is_passing(e: &Error) -> bool {
 }
 
 async fn settled_page(
-    client: &Client,
+    client: &Transport,
     id: &str,
     after: &str,
     wait: Option<Duration>,

@@ -45,7 +45,7 @@
 //!   `anthropic-version: 2023-06-01` on every request.
 //! - **Retries**: connection failures, timeouts, 408, 409, 429 and 5xx are retried
 //!   ([`ClientBuilder::max_retries`], default 2), obeying `x-should-retry`, `retry-after-ms`
-//!   and `retry-after` (up to 60 s), else backing off exponentially from 0.5 s to 8 s with
+//!   and `retry-after` (capped at 60 s), else backing off exponentially from 0.5 s to 8 s with
 //!   jitter. Like the SDKs, a `create` that failed that way is sent again, so a batch that
 //!   was in fact created before the connection broke can exist twice.
 //! - **Errors**: an error status is an [`ApiError`] with the status, `error.type`, message
@@ -63,6 +63,7 @@ mod error;
 mod extensions;
 mod results;
 pub mod retry;
+mod transport;
 
 pub use batches::{BatchList, Batches, CreateBody, ListParams, Messages};
 pub use client::{

@@ -1,9 +1,11 @@
-//! When to retry a failed call and how long to wait first: the official SDKs' rules.
+//! When to retry a failed call and how long to wait first: the official SDKs' rules for
+//! what is retried, and the project's one wait rule ([`satchel_wire::retry`], shared with
+//! Satchel's upstream backends).
 //!
 //! Retried: connection failures and timeouts, and the statuses 408, 409, 429 and 5xx, unless
 //! the server says otherwise with `x-should-retry: true|false`. The wait is what the server
 //! asks for (`retry-after-ms`, else `retry-after` in seconds or as an HTTP date) when that is
-//! more than 0 and at most 60 s; otherwise exponential backoff, 0.5 s doubling up to 8 s,
+//! more than 0, capped at 60 s; otherwise exponential backoff, 0.5 s doubling up to 8 s,
 //! shortened by a random jitter of up to 25 % so that many clients do not retry in step.
 //! Kept free of I/O so the rules are unit-tested exactly.
 
@@ -11,24 +13,17 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use satchel_wire::retry::{self as rule, Backoff};
 
 /// The first backoff delay.
-pub const INITIAL_RETRY_DELAY: Duration = Duration::from_millis(500);
+pub const INITIAL_RETRY_DELAY: Duration = rule::INITIAL_BACKOFF;
 /// The longest backoff delay.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(8);
-/// The longest server-requested wait that is obeyed; longer ones fall back to backoff.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+pub const MAX_RETRY_DELAY: Duration = rule::MAX_BACKOFF;
 
 /// Whether a response with this status and headers should be retried (retries permitting).
 pub fn should_retry(status: StatusCode, headers: &HeaderMap) -> bool {
-    match headers
-        .get("x-should-retry")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    {
-        Some("true") => return true,
-        Some("false") => return false,
-        _ => {}
+    if let Some(explicit) = rule::should_retry_header(text(headers, "x-should-retry")) {
+        return explicit;
     }
     matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
 }
@@ -36,42 +31,22 @@ pub fn should_retry(status: StatusCode, headers: &HeaderMap) -> bool {
 /// How long to wait before retry number `retries_done + 1`, given the failed response's
 /// headers (none for a connection failure) and a `jitter` in `[0, 1)`.
 pub fn retry_delay(retries_done: u32, headers: Option<&HeaderMap>, jitter: f64) -> Duration {
-    if let Some(wait) = headers.and_then(|h| retry_after(h, SystemTime::now()))
-        && !wait.is_zero()
-        && wait <= MAX_RETRY_AFTER
-    {
-        return wait;
-    }
-    // Capped exponent: 2^1000 is still finite in f64, and min() brings it back to 8 s.
-    let backoff = (INITIAL_RETRY_DELAY.as_secs_f64() * 2f64.powi(retries_done.min(1000) as i32))
-        .min(MAX_RETRY_DELAY.as_secs_f64());
-    Duration::from_secs_f64(backoff * (1.0 - 0.25 * jitter.clamp(0.0, 1.0)))
+    let asked = headers.and_then(|h| retry_after(h, SystemTime::now()));
+    Backoff::default().delay(retries_done, asked, jitter)
 }
 
 /// The wait the server asks for: `retry-after-ms` (milliseconds), else `retry-after`
-/// (seconds, possibly fractional, or an HTTP date). Shared with Satchel's upstream backends,
-/// which follow the same rules when they call a model server.
+/// (seconds, possibly fractional, or an HTTP date).
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return seconds(ms / 1000.0);
-    }
-    let value = header("retry-after")?;
-    if let Ok(secs) = value.parse::<f64>() {
-        return seconds(secs);
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    // A date in the past means "now", which falls back to backoff like a zero wait.
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+    rule::retry_after(
+        text(headers, "retry-after-ms"),
+        text(headers, "retry-after"),
+        now,
+    )
 }
 
-fn seconds(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 #[cfg(test)]
@@ -125,7 +100,7 @@ mod tests {
     }
 
     #[test]
-    fn obeys_retry_after_ms_then_retry_after_within_a_minute() {
+    fn obeys_retry_after_ms_then_retry_after_capped_at_a_minute() {
         let d = |pairs: &[(&'static str, &str)]| retry_delay(0, Some(&headers(pairs)), 0.0);
         assert_eq!(d(&[("retry-after-ms", "250")]), Duration::from_millis(250));
         assert_eq!(
@@ -135,8 +110,10 @@ mod tests {
         assert_eq!(d(&[("retry-after", "3")]), Duration::from_secs(3));
         assert_eq!(d(&[("retry-after", "0.25")]), Duration::from_millis(250));
         assert_eq!(d(&[("retry-after", "60")]), Duration::from_secs(60));
-        // Out of (0, 60]: backoff instead.
-        assert_eq!(d(&[("retry-after", "61")]), Duration::from_millis(500));
+        // Longer than a minute: a minute.
+        assert_eq!(d(&[("retry-after", "61")]), Duration::from_secs(60));
+        assert_eq!(d(&[("retry-after", "3600")]), Duration::from_secs(60));
+        // No wait asked for: backoff.
         assert_eq!(d(&[("retry-after", "0")]), Duration::from_millis(500));
         assert_eq!(d(&[("retry-after", "-5")]), Duration::from_millis(500));
         assert_eq!(d(&[("retry-after", "soon")]), Duration::from_millis(500));

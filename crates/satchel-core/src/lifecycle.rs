@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use satchel_wire::{ProcessingStatus, Timestamp, ids};
 use tokio::io::AsyncRead;
 use tokio::sync::{Notify, mpsc};
@@ -35,11 +37,16 @@ pub struct LifecycleConfig {
     pub group_by_prefix: bool,
 }
 
+/// A batch's processing window, as in the API: 24 hours.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// How long results are kept, as in the API: 29 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(29 * 24 * 3600);
+
 impl Default for LifecycleConfig {
     fn default() -> Self {
         Self {
-            expiry: Duration::from_secs(24 * 3600),
-            retention: Duration::from_secs(29 * 24 * 3600),
+            expiry: DEFAULT_EXPIRY,
+            retention: DEFAULT_RETENTION,
             max_requests: satchel_wire::MAX_REQUESTS_PER_BATCH,
             group_by_prefix: false,
         }
@@ -210,7 +217,21 @@ impl Batches {
         if batch.status != ProcessingStatus::Ended || batch.archived_at.is_some() {
             return Err(BatchError::NoResults(id.to_owned()));
         }
-        Ok(self.store.results(workspace, id))
+        let mut lines = self.store.results(workspace, id);
+        // The batch may be deleted or archived between the check above and the first read.
+        // An ended batch has a line for each of its (one or more) requests, so a stream with
+        // nothing in it means that happened: say so (404, or no results), never an empty 200.
+        // A failure to read the first page is answered as the error it is, before any status.
+        match lines.next().await {
+            Some(Ok(first)) => Ok(futures::stream::once(async { Ok(first) })
+                .chain(lines)
+                .boxed()),
+            Some(Err(e)) => Err(BatchError::Store(e)),
+            None => {
+                self.get(workspace, id).await?;
+                Err(BatchError::NoResults(id.to_owned()))
+            }
+        }
     }
 }
 
@@ -252,3 +273,7 @@ async fn gate_commit<'a>(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

@@ -11,15 +11,42 @@ fn serialise(custom_id: &str, result: BatchResult) -> Vec<u8> {
         custom_id: custom_id.to_owned(),
         result,
     };
-    // Serialising these types cannot fail: no maps with non-string keys, no foreign Serialize.
-    serde_json::to_vec(&line).unwrap_or_default()
+    match serde_json::to_vec(&line) {
+        Ok(bytes) => bytes,
+        Err(error) => unserialisable(custom_id, &error),
+    }
+}
+
+/// The line of a result that could not be serialised. serde_json cannot fail on these types
+/// (strings and enums, no maps with non-string keys, no foreign `Serialize`); were it ever to,
+/// the failure is logged and the request still ends with one valid line saying so, never an
+/// empty one. Built from fixed text: `custom_id`s are validated at ingest and need no
+/// escaping (as [`terminal_line_parts`] relies on too).
+fn unserialisable(custom_id: &str, error: &serde_json::Error) -> Vec<u8> {
+    tracing::error!(custom_id, %error, "a result line could not be serialised");
+    format!(
+        r#"{{"custom_id":"{custom_id}","result":{{"type":"errored","error":{{"type":"error","error":{{"type":"api_error","message":"the result could not be serialised"}},"request_id":null}}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// `custom_id` as a JSON string.
+fn quoted(custom_id: &str) -> Vec<u8> {
+    match serde_json::to_vec(custom_id) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            // As in [`unserialisable`]: cannot happen for a string, loud if it ever does.
+            tracing::error!(custom_id, %error, "a custom_id could not be serialised");
+            format!("\"{custom_id}\"").into_bytes()
+        }
+    }
 }
 
 /// `{"custom_id":…,"result":{"type":"succeeded","message":…}}`, with the message bytes as given.
 pub fn succeeded(custom_id: &str, message: &RawValue) -> Vec<u8> {
     let mut line = Vec::with_capacity(message.get().len() + custom_id.len() + 64);
     line.extend_from_slice(br#"{"custom_id":"#);
-    line.extend_from_slice(&serde_json::to_vec(custom_id).unwrap_or_default());
+    line.extend_from_slice(&quoted(custom_id));
     line.extend_from_slice(br#","result":{"type":"succeeded","message":"#);
     line.extend_from_slice(message.get().as_bytes());
     line.extend_from_slice(b"}}");
@@ -97,6 +124,29 @@ mod tests {
         }
         let line = String::from_utf8(errored("e", ErrorType::RequestTooLarge, "413")).unwrap();
         assert!(line.contains(r#""type":"invalid_request_error""#), "{line}");
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_serialised_is_an_errored_line_not_an_empty_one() {
+        let error = serde_json::from_str::<u8>("x").unwrap_err();
+        let line = unserialisable("req-1", &error);
+        let parsed: BatchResultLine = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed.custom_id, "req-1");
+        let BatchResult::Errored { error } = parsed.result else {
+            panic!("{}", String::from_utf8_lossy(&line))
+        };
+        assert_eq!(error.error.kind, ErrorType::ApiError);
+        assert_eq!(error.error.message, "the result could not be serialised");
+        assert_eq!(
+            line,
+            errored(
+                "req-1",
+                ErrorType::ApiError,
+                "the result could not be serialised"
+            ),
+            "the same shape as every errored line"
+        );
+        assert_eq!(quoted("req-1"), br#""req-1""#);
     }
 
     #[test]

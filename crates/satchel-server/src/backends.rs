@@ -1,7 +1,6 @@
 //! The routing table from the configuration: each `[[backends]]` entry becomes a backend
 //! with its limits and retry policy; with none, the emulator serves every model.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use satchel_core::limits::{LimitsConfig, RetryPolicy};
 use satchel_core::routing::{Route, Routes};
 use satchel_upstream::{AnthropicBackend, HttpOptions, OpenAiBackend};
 
-use crate::config::{BackendKind, ConfigError, ServerConfig};
+use crate::config::{BackendKind, ConfigError, HttpEntry, ServerConfig};
 
 /// The routes, and how many requests the dispatcher may lease at once: twice the routes'
 /// total concurrency (room for requests waiting out a retry backoff beside those running),
@@ -48,83 +47,17 @@ pub fn build(config: &ServerConfig) -> Result<(Routes, usize), ConfigError> {
         if entry.max_concurrency == 0 {
             return Err(problem("`max_concurrency` must be at least 1".into()));
         }
-        if entry.anthropic_version.is_some() && entry.kind != BackendKind::Anthropic {
-            return Err(problem(
-                "`anthropic_version` is only for kind = \"anthropic\"".into(),
-            ));
-        }
-        if let Some(version) = &entry.anthropic_version
-            && axum::http::HeaderValue::from_str(version).is_err()
-        {
-            return Err(problem(format!(
-                "`anthropic_version` {version:?} is not a valid header value"
-            )));
-        }
-        let duration = |field: &str, text: &str| {
-            humantime::parse_duration(text).map_err(|e| problem(format!("`{field}` {text:?}: {e}")))
-        };
-        let options = HttpOptions {
-            timeout: duration("timeout", &entry.timeout)?,
-            connect_timeout: duration("connect_timeout", &entry.connect_timeout)?,
-        };
-        let backend: Arc<dyn Backend> = match entry.kind {
-            BackendKind::Emulator => Arc::new(
-                Emulator::open(EmulatorConfig {
-                    latency: entry
-                        .latency
-                        .as_deref()
-                        .map(|l| duration("latency", l))
-                        .transpose()?
-                        .unwrap_or_default(),
-                    error_rate: entry.error_rate.unwrap_or(0.0).clamp(0.0, 1.0),
-                    // Its own file, else the one of --emulator-fixtures.
-                    fixtures: entry
-                        .fixtures
-                        .clone()
-                        .or_else(|| config.emulator.fixtures.clone()),
-                })
-                .map_err(|e| problem(e.to_string()))?,
-            ),
-            kind @ (BackendKind::Anthropic | BackendKind::Openai) => {
-                let base_url = entry
-                    .base_url
-                    .as_deref()
-                    .ok_or_else(|| problem("`base_url` is required".into()))?;
-                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                    return Err(problem(format!(
-                        "`base_url` {base_url:?} must start with http:// or https://"
-                    )));
-                }
-                let api_key = match &entry.api_key_env {
-                    Some(var) => Some(std::env::var(var).map_err(|_| {
-                        problem(format!(
-                            "the environment variable {var} (api_key_env) is not set"
-                        ))
-                    })?),
-                    None => None,
-                };
-                let built = match kind {
-                    BackendKind::Anthropic => AnthropicBackend::new(base_url, api_key, options)
-                        .map(|b| {
-                            Arc::new(b.pin_version(entry.anthropic_version.clone()))
-                                as Arc<dyn Backend>
-                        }),
-                    _ => OpenAiBackend::new(base_url, api_key, options)
-                        .map(|b| Arc::new(b) as Arc<dyn Backend>),
-                };
-                built.map_err(|e| problem(e.to_string()))?
-            }
-        };
+        let backend = build_backend(&entry.kind, config).map_err(problem)?;
         let limits = LimitsConfig {
             max_concurrency: entry.max_concurrency,
-            requests_per_minute: entry.requests_per_minute.and_then(NonZeroU32::new),
-            tokens_per_minute: entry.tokens_per_minute.and_then(NonZeroU32::new),
+            requests_per_minute: entry.requests_per_minute,
+            tokens_per_minute: entry.tokens_per_minute,
         };
         let retry = RetryPolicy {
             max_retries: entry.max_retries,
-            initial_backoff: duration("initial_backoff", &entry.initial_backoff)?,
-            max_backoff: duration("max_backoff", &entry.max_backoff)?,
-            max_retry_after: Duration::from_secs(60),
+            initial_backoff: entry.initial_backoff,
+            max_backoff: entry.max_backoff,
+            ..RetryPolicy::default()
         };
         total += 2 * entry.max_concurrency;
         routes.add(
@@ -144,6 +77,76 @@ fn emulator_retry() -> RetryPolicy {
         max_backoff: Duration::from_secs(1),
         ..RetryPolicy::default()
     }
+}
+
+/// The backend one entry's kind describes, or what is wrong with its settings.
+fn build_backend(kind: &BackendKind, config: &ServerConfig) -> Result<Arc<dyn Backend>, String> {
+    match kind {
+        BackendKind::Emulator(emulator) => {
+            if !(0.0..=1.0).contains(&emulator.error_rate) {
+                return Err(format!(
+                    "`error_rate` {} must be between 0 and 1",
+                    emulator.error_rate
+                ));
+            }
+            let emulator = Emulator::open(EmulatorConfig {
+                latency: emulator.latency,
+                error_rate: emulator.error_rate,
+                // Its own file, else the one of --emulator-fixtures.
+                fixtures: emulator
+                    .fixtures
+                    .clone()
+                    .or_else(|| config.emulator.fixtures.clone()),
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(Arc::new(emulator))
+        }
+        BackendKind::Anthropic(anthropic) => {
+            if let Some(version) = &anthropic.anthropic_version
+                && axum::http::HeaderValue::from_str(version).is_err()
+            {
+                return Err(format!(
+                    "`anthropic_version` {version:?} is not a valid header value"
+                ));
+            }
+            let (base_url, api_key, options) = http_settings(anthropic)?;
+            let backend =
+                AnthropicBackend::new(&base_url, api_key, options).map_err(|e| e.to_string())?;
+            Ok(Arc::new(
+                backend.pin_version(anthropic.anthropic_version.clone()),
+            ))
+        }
+        BackendKind::Openai(http) => {
+            let (base_url, api_key, options) = http_settings(http)?;
+            let backend =
+                OpenAiBackend::new(&base_url, api_key, options).map_err(|e| e.to_string())?;
+            Ok(Arc::new(backend))
+        }
+    }
+}
+
+/// An HTTP backend's URL (checked), its key (read from the variable named) and its timeouts.
+fn http_settings<Pin>(
+    http: &HttpEntry<Pin>,
+) -> Result<(String, Option<String>, HttpOptions), String> {
+    let base_url = &http.base_url;
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(format!(
+            "`base_url` {base_url:?} must start with http:// or https://"
+        ));
+    }
+    let api_key = match &http.api_key_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .map_err(|_| format!("the environment variable {var} (api_key_env) is not set"))?,
+        ),
+        None => None,
+    };
+    let options = HttpOptions {
+        timeout: http.timeout,
+        connect_timeout: http.connect_timeout,
+    };
+    Ok((base_url.clone(), api_key, options))
 }
 
 #[cfg(test)]
@@ -187,10 +190,6 @@ mod tests {
     #[test]
     fn configuration_mistakes_are_named() {
         assert_eq!(
-            problem("[[backends]]\nname = \"x\"\nkind = \"openai\"\n"),
-            "backend \"x\": `base_url` is required"
-        );
-        assert_eq!(
             problem(
                 "[[backends]]\nname = \"x\"\nkind = \"openai\"\nbase_url = \"http://h\"\napi_key_env = \"SATCHEL_TEST_SURELY_UNSET\"\n"
             ),
@@ -202,9 +201,15 @@ mod tests {
             ),
             "backend \"x\": the name is used twice"
         );
+        assert_eq!(
+            problem("[[backends]]\nname = \"x\"\nkind = \"emulator\"\nerror_rate = 1.5\n"),
+            "backend \"x\": `error_rate` 1.5 must be between 0 and 1"
+        );
         assert!(
-            problem("[[backends]]\nname = \"x\"\nkind = \"emulator\"\ntimeout = \"soon\"\n")
-                .contains("`timeout`")
+            problem(
+                "[[backends]]\nname = \"x\"\nkind = \"anthropic\"\nbase_url = \"http://h\"\nanthropic_version = \"a\\nb\"\n"
+            )
+            .contains("not a valid header value")
         );
         assert!(
             problem("[[backends]]\nname = \"x\"\nkind = \"anthropic\"\nbase_url = \"ftp://h\"\n")

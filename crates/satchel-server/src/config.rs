@@ -11,6 +11,9 @@ use satchel_core::emulator::EmulatorConfig;
 use serde::Deserialize;
 
 use crate::auth::Keys;
+pub use crate::backend_config::{
+    AnthropicEntry, BackendEntry, BackendKind, EmulatorEntry, HttpEntry, NoPin,
+};
 
 /// Everything a running server needs to know.
 #[derive(Debug, Clone)]
@@ -68,8 +71,8 @@ impl PrefixGrouping {
             Self::On => true,
             Self::Off => false,
             Self::Auto => backends.iter().any(|b| match b.kind {
-                BackendKind::Anthropic | BackendKind::Openai => true,
-                BackendKind::Emulator => false,
+                BackendKind::Anthropic(_) | BackendKind::Openai(_) => true,
+                BackendKind::Emulator(_) => false,
             }),
         }
     }
@@ -239,78 +242,6 @@ pub struct ConfigFile {
     pub webhook_delivery: crate::webhooks::WebhookDeliverySection,
 }
 
-/// One `[[backends]]` entry: a model server, the models it serves and its limits.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendEntry {
-    pub name: String,
-    pub kind: BackendKind,
-    /// `http(s)://host:port`, with or without a trailing `/v1`. Not for the emulator.
-    pub base_url: Option<String>,
-    /// The environment variable holding the backend's API key (never the key itself).
-    pub api_key_env: Option<String>,
-    /// Model name patterns (`*`, `?`) this backend serves; the first backend that matches
-    /// a request's `model` runs it.
-    #[serde(default = "all_models")]
-    pub models: Vec<String>,
-    #[serde(default = "default_max_concurrency")]
-    pub max_concurrency: usize,
-    pub requests_per_minute: Option<u32>,
-    pub tokens_per_minute: Option<u32>,
-    /// Per attempt, e.g. `120s`.
-    #[serde(default = "default_timeout")]
-    pub timeout: String,
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: String,
-    /// Retries after the first attempt, for 429, 529, 5xx, timeouts and connection errors.
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
-    /// First retry backoff (doubling, with jitter, up to `max_backoff`), e.g. `500ms`.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff: String,
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: String,
-    /// `kind = "anthropic"` only: the `anthropic-version` sent upstream whatever the client's
-    /// (by default each batch's requests go with the version its create call sent).
-    pub anthropic_version: Option<String>,
-    /// Emulator only: time per request, e.g. `50ms`.
-    pub latency: Option<String>,
-    /// Emulator only: share of requests failed with api_error / overloaded_error.
-    pub error_rate: Option<f64>,
-    /// Emulator only: a JSONL file of scripted replies (default: `--emulator-fixtures`).
-    pub fixtures: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    Anthropic,
-    Openai,
-    Emulator,
-}
-
-fn all_models() -> Vec<String> {
-    vec!["*".to_owned()]
-}
-fn default_max_concurrency() -> usize {
-    64
-}
-fn default_timeout() -> String {
-    "600s".to_owned()
-}
-fn default_connect_timeout() -> String {
-    "10s".to_owned()
-}
-fn default_max_retries() -> u32 {
-    4
-}
-fn default_initial_backoff() -> String {
-    "500ms".to_owned()
-}
-fn default_max_backoff() -> String {
-    "8s".to_owned()
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyEntry {
@@ -418,16 +349,11 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../satchel.example.toml");
         let file = ConfigFile::load(&path).unwrap();
         assert_eq!(file.api_keys.len(), 2);
-        let kinds: Vec<BackendKind> = file.backends.iter().map(|b| b.kind).collect();
+        let kinds: Vec<&str> = file.backends.iter().map(|b| b.kind.name()).collect();
+        assert_eq!(kinds, ["anthropic", "openai", "openai", "emulator"]);
         assert_eq!(
-            kinds,
-            [
-                BackendKind::Anthropic,
-                BackendKind::Openai,
-                BackendKind::Openai,
-                BackendKind::Emulator
-            ]
+            file.backends[0].requests_per_minute.map(|n| n.get()),
+            Some(1000)
         );
-        assert_eq!(file.backends[0].requests_per_minute, Some(1000));
     }
 }

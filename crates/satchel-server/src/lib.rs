@@ -16,6 +16,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backend_config;
 pub mod backends;
 pub mod config;
 pub mod dashboard;

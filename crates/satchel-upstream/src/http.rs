@@ -9,6 +9,11 @@ use satchel_core::Failure;
 use satchel_wire::ErrorType;
 use serde::Deserialize;
 
+/// How long one attempt may take by default, queueing in the model server included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long connecting to a model server may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connection settings of one backend.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
@@ -20,8 +25,8 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(600),
-            connect_timeout: Duration::from_secs(10),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -179,11 +184,11 @@ pub(crate) fn status_failure(status: StatusCode, headers: &HeaderMap, body: &[u8
         _ => Failure::fatal(kind, message),
     };
     // The upstream's explicit word beats the status, as in the official SDKs.
-    match headers.get("x-should-retry").and_then(|v| v.to_str().ok()) {
-        Some("true") if !failure.is_retryable() => {
+    match satchel_wire::retry::should_retry_header(header_text(headers, "x-should-retry")) {
+        Some(true) if !failure.is_retryable() => {
             failure = Failure::transient(failure.kind, failure.message, after)
         }
-        Some("false") => failure = Failure::fatal(failure.kind, failure.message),
+        Some(false) => failure = Failure::fatal(failure.kind, failure.message),
         _ => {}
     }
     failure
@@ -205,9 +210,17 @@ fn kind_for_status(status: StatusCode) -> ErrorType {
 }
 
 /// `retry-after-ms`, else `retry-after` (seconds, or an HTTP date): the SDKs' reading, the
-/// same code as the Rust client's.
+/// project's one rule ([`satchel_wire::retry`], the Rust client's too).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    satchel_client::retry::retry_after(headers, SystemTime::now())
+    satchel_wire::retry::retry_after(
+        header_text(headers, "retry-after-ms"),
+        header_text(headers, "retry-after"),
+        SystemTime::now(),
+    )
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// A 2xx body that is not what the upstream promised: worth another attempt.

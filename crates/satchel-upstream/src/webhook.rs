@@ -8,7 +8,7 @@
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -80,10 +80,7 @@ impl Sender for WebhookSender {
         match request.send().await {
             Ok(response) => SendOutcome::Answered {
                 status: response.status().as_u16(),
-                retry_after: satchel_client::retry::retry_after(
-                    response.headers(),
-                    SystemTime::now(),
-                ),
+                retry_after: crate::http::retry_after(response.headers()),
             },
             Err(e) if refused_by_guard(&e) => refused(
                 "the host resolves only to private, loopback or link-local addresses \

@@ -1,7 +1,8 @@
 //! The wire types of Anthropic's Message Batches API, exactly as the official SDKs see them.
 //!
 //! This crate is the contract shared by the server and any Rust client: it knows serde and
-//! nothing else (no HTTP, no SQL, no runtime). Every type here serialises to the shapes in
+//! nothing else (no HTTP crate, no SQL, no runtime). [`retry`] holds the one retry rule both
+//! sides of a call follow (reading `retry-after` from header text, backoff). Every type here serialises to the shapes in
 //! `shared/spec/message-batches-api.md`; nothing more, nothing less.
 
 mod batch;
@@ -10,6 +11,7 @@ pub mod ids;
 mod message;
 mod request;
 mod result;
+pub mod retry;
 mod time;
 
 pub use batch::{

@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the Message Batches API (embedded SQLite store, emulator backend).
+    /// Serve the Message Batches API (SQLite or PostgreSQL store; the configured backends, or the emulator without any).
     Serve(Box<serve::ServeArgs>),
     /// Create, follow, list and fetch batches from the shell (Satchel or Anthropic's API).
     Batch(batch::BatchArgs),

@@ -6,18 +6,28 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use satchel_core::dispatch::{DEFAULT_LEASE_TTL, DEFAULT_MAX_IN_FLIGHT};
+use satchel_core::lifecycle::{DEFAULT_EXPIRY, DEFAULT_RETENTION};
 use satchel_server::auth::DEFAULT_WORKSPACE;
 use satchel_server::config::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_DRAIN_DELAY, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 use satchel_server::{ConfigFile, PrefixGrouping, ServerConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Beyond loopback, API keys are required.
+    /// Address to listen on. Beyond loopback, API keys are required. Port 0 takes any free
+    /// port: the address bound is logged ("Satchel is serving") and written to --port-file.
     #[arg(long, env = "SATCHEL_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+
+    /// Once listening, write the address bound (`host:port` and a newline) to this file, and
+    /// on a second line the --metrics-listen address bound, if any; whole or not at all
+    /// (written beside it, then renamed): how a script or test that listens on port 0 learns
+    /// the port.
+    #[arg(long, env = "SATCHEL_PORT_FILE")]
+    port_file: Option<PathBuf>,
 
     /// SQLite database file (created if missing; one server process per file), or a
     /// PostgreSQL URL (postgres://user@host:5432/satchel) shared by several nodes, each
@@ -61,17 +71,17 @@ pub struct ServeArgs {
     emulator_fixtures: Option<PathBuf>,
 
     /// Processing window of a batch: requests not started by then end `expired` (API: 24h).
-    #[arg(long, env = "SATCHEL_EXPIRY", default_value = "24h", value_parser = parse_positive_duration)]
+    #[arg(long, env = "SATCHEL_EXPIRY", default_value_t = DEFAULT_EXPIRY.into(), value_parser = parse_positive_duration)]
     expiry: humantime::Duration,
 
     /// How long results are kept after a batch is created; then purged, `archived_at` set
     /// (API: 29 days).
-    #[arg(long, env = "SATCHEL_RETENTION", default_value = "29days", value_parser = parse_positive_duration)]
+    #[arg(long, env = "SATCHEL_RETENTION", default_value_t = DEFAULT_RETENTION.into(), value_parser = parse_positive_duration)]
     retention: humantime::Duration,
 
     /// Most requests running at once, over all backends (each is also capped by its own
     /// `max_concurrency`).
-    #[arg(long, env = "SATCHEL_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SATCHEL_MAX_IN_FLIGHT", default_value_t = default_max_in_flight(), value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: u32,
 
     /// This node's id, the owner of its leases: stable across restarts, unique among the
@@ -83,13 +93,13 @@ pub struct ServeArgs {
     /// How long a lease on a request lasts unless renewed (renewed every third of it while
     /// the request waits or runs). A node that stops renewing loses its requests to others
     /// after this long.
-    #[arg(long, env = "SATCHEL_LEASE_TTL", default_value = "60s", value_parser = parse_lease_ttl)]
-    lease_ttl: Duration,
+    #[arg(long, env = "SATCHEL_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.into(), value_parser = parse_lease_ttl)]
+    lease_ttl: humantime::Duration,
 
     /// On SIGTERM or SIGINT: how long attempts in flight and open responses may take to
     /// finish before what is left is given back (it runs again at the next start).
-    #[arg(long, env = "SATCHEL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    shutdown_timeout: Duration,
+    #[arg(long, env = "SATCHEL_SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.into())]
+    shutdown_timeout: humantime::Duration,
 
     /// How long a client may take to send a request's headers (from connecting, or from
     /// its first byte after an idle moment); then it is disconnected.
@@ -173,9 +183,14 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+/// The `--max-in-flight` default: the dispatcher's own.
+fn default_max_in_flight() -> u32 {
+    u32::try_from(DEFAULT_MAX_IN_FLIGHT).unwrap_or(u32::MAX)
+}
+
+fn parse_lease_ttl(text: &str) -> Result<humantime::Duration, String> {
+    match text.parse::<humantime::Duration>() {
+        Ok(d) if *d >= Duration::from_secs(1) => Ok(d),
         Ok(_) => Err("must be at least 1s".into()),
         Err(e) => Err(e.to_string()),
     }
@@ -231,11 +246,20 @@ impl ServeArgs {
             config.http.max_connections = max as usize;
         }
         config.dispatch.max_in_flight = self.max_in_flight as usize;
-        if let Some(node_id) = self.node_id.filter(|n| !n.trim().is_empty()) {
-            config.dispatch.node_id = node_id;
+        match self.node_id.filter(|n| !n.trim().is_empty()) {
+            Some(node_id) => config.dispatch.node_id = node_id,
+            // The default id on a shared database is made of the port: port 0 would give every
+            // node the same one (and each restart another port's), so it must be chosen.
+            None if config.postgres_url().is_some() && config.listen.port() == 0 => {
+                anyhow::bail!(
+                    "--listen on port 0 with a PostgreSQL database needs --node-id (the default \
+                     node id is made of the port)"
+                )
+            }
+            None => {}
         }
-        config.dispatch.lease_ttl = self.lease_ttl;
-        config.shutdown_timeout = self.shutdown_timeout;
+        config.dispatch.lease_ttl = self.lease_ttl.into();
+        config.shutdown_timeout = self.shutdown_timeout.into();
         config.drain_delay = self.drain_delay.into();
         config.metrics_listen = self.metrics_listen;
         config.organization_id = self.organization_id;
@@ -262,6 +286,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_span_list(false)
             .init(),
     }
+    let port_file = args.port_file.clone();
     let config = args.into_config()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -271,6 +296,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot listen for SIGHUP")?;
         let server = satchel_server::start(config).await?;
+        if let Some(path) = &port_file {
+            write_port_file(path, server.addr, server.metrics_addr)?;
+        }
         // The serving loop only ends when shut down: wait for the signal to do so, reloading
         // files on each SIGHUP meanwhile.
         let stop = shutdown_signal();
@@ -296,6 +324,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Writes `addr` (and `metrics`, if any, on the next line) to `path` atomically: to a file
+/// beside it, then renamed over it, so a reader polling for the file never sees half of it.
+fn write_port_file(
+    path: &std::path::Path,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let mut text = format!("{addr}\n");
+    if let Some(metrics) = metrics {
+        text.push_str(&format!("{metrics}\n"));
+    }
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("cannot write --port-file {}", path.display()))
 }
 
 /// Waits for SIGTERM (what deployments send) or SIGINT (Ctrl-C), and says which.

@@ -282,8 +282,17 @@ async fn two_nodes_share_a_backends_rate_limit() {
         let id = format!("node-{i}");
         nodes.push(Server::start_shared(&url, dir.path(), &node_args(config, &id)).await);
     }
-    // The first node learns of the second at its next count of the live nodes (every 2 s).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The first node learns of the second at its next count of the live nodes (every 2 s),
+    // and says so in its log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes[0].log_text().contains("live nodes changed") {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never counted node 2: {}",
+            nodes[0].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let n = 300;
     let (status, reply) = client_send(
         "POST",

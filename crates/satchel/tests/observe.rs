@@ -44,7 +44,6 @@ async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> 
 #[tokio::test]
 async fn readiness_turns_false_on_sigterm_while_the_node_drains_and_liveness_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics_addr = free_addr();
     // Each emulated request takes 5 s: the drain stays open while attempts finish. For the
     // first second after the signal the API serves on, not ready; the metrics listener
     // answers until the very end.
@@ -56,10 +55,11 @@ async fn readiness_turns_false_on_sigterm_while_the_node_drains_and_liveness_sta
             "--drain-delay",
             "1s",
             "--metrics-listen",
-            &metrics_addr,
+            "127.0.0.1:0",
         ],
     )
     .await;
+    let metrics_addr = server.metrics_addr.expect("the metrics address bound");
     let (status, body) = probe(&server.url("/healthz")).await.unwrap();
     assert_eq!((status, &body), (200, &json!({"status": "ok"})));
     let (status, body) = probe(&server.url("/readyz")).await.unwrap();
@@ -262,20 +262,14 @@ impl Scrape {
     }
 }
 
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn metrics_move_while_a_batch_runs_and_agree_with_its_counts_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics_addr = free_addr();
     let server = Server::start(
         &dir.path().join("s.db"),
         &[
             "--metrics-listen",
-            &metrics_addr,
+            "127.0.0.1:0",
             "--emulator-latency",
             "150ms",
             "--max-in-flight",
@@ -283,6 +277,7 @@ async fn metrics_move_while_a_batch_runs_and_agree_with_its_counts_at_the_end() 
         ],
     )
     .await;
+    let metrics_addr = server.metrics_addr.expect("the metrics address bound");
     let metrics_url = format!("http://{metrics_addr}/metrics");
     // The metrics listener takes no API key; the API's listener does not serve metrics.
     let before = Scrape::take(&metrics_url).await;

@@ -108,7 +108,13 @@ async fn kill_9_during_an_upload_creates_nothing() {
     use tokio::io::AsyncWriteExt;
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body.as_bytes()[..half]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await; // some chunks reach the store
+    // Some chunks reach the store: past the first chunk, a batch's params go to its file.
+    let params = dir.path().join("satchel.db.params");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&params).map_or(0, |d| d.count()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no chunk was stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut server = server;
     server.kill_9();
     drop(stream);
@@ -188,6 +194,7 @@ fn help_explains_every_serve_flag() {
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
         "--listen",
+        "--port-file",
         "--db",
         "--config",
         "--public-base-url",
@@ -199,4 +206,31 @@ fn help_explains_every_serve_flag() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
+}
+
+#[tokio::test]
+async fn port_zero_takes_a_free_port_and_says_which_in_the_port_file_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Server::start listens on 127.0.0.1:0 with --port-file, and reads the address from it.
+    let server = Server::start(&dir.path().join("satchel.db"), &[]).await;
+    assert_ne!(server.addr.port(), 0);
+    let (status, _) = client_get(&server.url("/healthz")).await;
+    assert_eq!(status, 200, "the address written is the one served");
+    let log = server.log_text();
+    assert!(
+        log.contains(&server.addr.to_string()) && log.contains("Satchel is serving"),
+        "the log names the address bound: {log}"
+    );
+
+    // A shared database's default node id is made of the port: port 0 needs --node-id.
+    let output = support::run_to_exit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        "postgres://satchel@127.0.0.1:1/satchel",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--node-id"), "{stderr}");
 }

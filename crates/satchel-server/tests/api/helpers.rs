@@ -14,6 +14,8 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub key: String,
+    /// The server's SQLite file.
+    pub db: std::path::PathBuf,
     server: Option<satchel_server::RunningServer>,
     _dir: tempfile::TempDir,
 }
@@ -65,12 +67,14 @@ impl TestApp {
         config.housekeeping_tick = Duration::from_millis(50);
         config.dispatch.idle_poll = Duration::from_millis(50);
         tune(&mut config);
+        let db = config.db.clone();
         let server = satchel_server::start(config).await.expect("server starts");
         Self {
             base: format!("http://{}", server.addr),
             addr: server.addr,
             client: reqwest::Client::new(),
             key: KEY_A.to_owned(),
+            db,
             server: Some(server),
             _dir: dir,
         }
@@ -87,6 +91,7 @@ impl TestApp {
             addr: self.addr,
             client: self.client.clone(),
             key: key.to_owned(),
+            db: self.db.clone(),
             server: None,
             _dir: tempfile::tempdir().unwrap(),
         }
@@ -109,6 +114,29 @@ impl TestApp {
                 .body(body);
         }
         read(request.send().await.expect("request sent")).await
+    }
+
+    /// Waits until at least `n` attempts are in flight on the backends (as the dashboard's
+    /// backends call counts them), failing after a generous `within`.
+    pub async fn wait_in_flight(&self, n: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let reply = self
+                .send(Method::GET, "/dashboard/api/backends", None)
+                .await;
+            let backends = reply.json();
+            let in_flight: u64 = backends["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["in_flight"].as_u64().unwrap())
+                .sum();
+            if in_flight >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{in_flight} in flight, not {n}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub async fn create(&self, requests: &Value) -> Reply {

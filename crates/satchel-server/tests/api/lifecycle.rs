@@ -54,7 +54,7 @@ async fn cancel_ends_pending_requests_and_lets_in_flight_ones_finish() {
     .await;
     let batch = app.create_ok(&requests(200, "cancel me")).await;
     let id = batch["id"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await; // let the first ones start
+    app.wait_in_flight(1, Duration::from_secs(30)).await; // the first ones started
     let canceled = app.cancel(id).await;
     assert_eq!(canceled.status, StatusCode::OK, "{}", canceled.text);
     let canceled = canceled.json();
@@ -232,4 +232,27 @@ async fn workspaces_share_the_run_slots_fairly() {
         flood_done < 120,
         "workspace A ran {flood_done} requests while B ran 40"
     );
+}
+
+#[tokio::test]
+async fn a_state_this_version_does_not_know_is_an_error_not_in_progress() {
+    let app = TestApp::spawn().await;
+    let batch = app.create_ok(&requests(2, "odd state")).await;
+    let id = batch["id"].as_str().unwrap();
+    app.wait_ended(id, Duration::from_secs(30)).await;
+    // As a newer version (or a damaged file) might leave it.
+    let db = rusqlite::Connection::open(&app.db).unwrap();
+    db.busy_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        db.execute("UPDATE batches SET state = 9 WHERE id = ?1", [id])
+            .unwrap(),
+        1
+    );
+    app.get(id)
+        .await
+        .assert_error(500, "api_error", "Internal server error");
+    let listed = app
+        .send(reqwest::Method::GET, "/v1/messages/batches", None)
+        .await;
+    listed.assert_error(500, "api_error", "Internal server error");
 }

@@ -18,7 +18,6 @@ mod retry;
 mod wait;
 
 use std::fmt;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use satchel_client::{Client, DEFAULT_BASE_URL};
@@ -86,8 +85,8 @@ struct Connection {
     max_retries: u32,
 
     /// Time allowed for each call, and between two reads of a results download.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, global = true)]
-    timeout: Duration,
+    #[arg(long, default_value_t = satchel_client::DEFAULT_TIMEOUT.into(), global = true)]
+    timeout: humantime::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,7 +163,7 @@ impl Ctx {
         let mut builder = Client::builder()
             .base_url(base_url)
             .max_retries(c.max_retries)
-            .timeout(c.timeout);
+            .timeout(c.timeout.into());
         if let Some(key) = c.api_key.as_deref().filter(|k| !k.trim().is_empty()) {
             builder = builder.api_key(key);
         }

@@ -1,4 +1,5 @@
-//! Starting the real binary on a free port, killing it, and a tiny HTTP client.
+//! Starting the real binary on port 0 (it writes the port it got to `--port-file`), killing
+//! it, and a tiny HTTP client.
 
 // Each test binary uses its own part of these helpers.
 #![allow(dead_code)]
@@ -15,25 +16,22 @@ const BIN: &str = env!("CARGO_BIN_EXE_satchel");
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `--metrics-listen` bound, if it was given.
+    pub metrics_addr: Option<SocketAddr>,
     child: Child,
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A name no other server of this test process has (for its log and port files).
+fn unique_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }
 
-/// `path`, or `path` with a number added if it exists.
-fn unique(path: PathBuf) -> PathBuf {
-    (0..)
-        .map(|n| path.with_extension(format!("{n}.log")))
-        .find(|p| !p.exists())
-        .unwrap_or(path)
-}
+/// Any free loopback port, as the server picks it.
+const ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 impl Server {
     /// Starts `satchel serve` on `db` with extra `args`, and waits until it answers.
@@ -50,21 +48,18 @@ impl Server {
     /// Starts `satchel serve` on a shared database (`--db` a PostgreSQL URL), its log in
     /// `log_dir`.
     pub async fn start_shared(url: &str, log_dir: &Path, args: &[&str]) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = log_dir.join(format!("node-{}.log", addr.port()));
-        Self::spawn(Command::new(BIN), addr, url, log, args).await
+        let files = log_dir.join(format!("node-{}", unique_name()));
+        Self::spawn(Command::new(BIN), ANY_PORT, url, &files, args).await
     }
 
     /// Starts `satchel serve` on `db` at `addr` (a restart where clients expect it).
     pub async fn start_at(db: &Path, addr: SocketAddr, args: &[&str]) -> Self {
-        let log = db.with_extension(format!("{}.{}.log", addr.port(), std::process::id()));
-        let log = unique(log);
-        Self::spawn(Command::new(BIN), addr, db.to_str().unwrap(), log, args).await
+        let files = PathBuf::from(format!("{}.{}", db.display(), unique_name()));
+        Self::spawn(Command::new(BIN), addr, db.to_str().unwrap(), &files, args).await
     }
 
     async fn start_via(db: &Path, args: &[&str], nofile: Option<u32>) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = db.with_extension(format!("{}.log", addr.port()));
+        let files = PathBuf::from(format!("{}.{}", db.display(), unique_name()));
         let command = match nofile {
             None => Command::new(BIN),
             Some(n) => {
@@ -73,27 +68,49 @@ impl Server {
                 bash
             }
         };
-        Self::spawn(command, addr, db.to_str().unwrap(), log, args).await
+        Self::spawn(command, ANY_PORT, db.to_str().unwrap(), &files, args).await
     }
 
+    /// Starts `satchel serve --listen LISTEN --port-file …` (LISTEN: port 0 unless a restart
+    /// needs its old address) and waits for the port file: it is written once the server
+    /// listens, so the address read from it answers. `files` names the log (`.log`) and the
+    /// port file (`.port`).
     async fn spawn(
         mut command: Command,
-        addr: SocketAddr,
+        listen: SocketAddr,
         db: &str,
-        log: PathBuf,
+        files: &Path,
         args: &[&str],
     ) -> Self {
+        let log = PathBuf::from(format!("{}.log", files.display()));
+        let port_file = PathBuf::from(format!("{}.port", files.display()));
         let child = command
-            .args(["serve", "--listen", &addr.to_string(), "--db", db])
+            .args([
+                "serve",
+                "--listen",
+                &listen.to_string(),
+                "--db",
+                db,
+                "--port-file",
+            ])
+            .arg(&port_file)
             .args(args)
             .env_remove("SATCHEL_API_KEYS")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut server = Self { addr, child, log };
+        let mut server = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
+            child,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                break text;
+            }
             assert!(
                 server.child.try_wait().unwrap().is_none(),
                 "server exited: {}",
@@ -105,7 +122,10 @@ impl Server {
                 server.log_text()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        let mut lines = text.lines().map(|l| l.parse::<SocketAddr>().unwrap());
+        server.addr = lines.next().expect("the API's address");
+        server.metrics_addr = lines.next();
         server
     }
 
@@ -238,6 +258,23 @@ impl Mock {
         let (status, body) = client_get(&format!("{}/stats", self.base)).await;
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until the mock has seen at least `n` requests (a condition, not a guess at how
+    /// long that takes), failing after a generous `within`.
+    pub async fn wait_requests(&self, n: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.stats().await["requests"].as_u64().unwrap();
+            if seen >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the mock saw {seen} requests, not {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

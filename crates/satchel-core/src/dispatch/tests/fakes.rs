@@ -1,5 +1,5 @@
-//! The dispatcher on its own: an in-memory store and a scripted backend, under tokio's paused
-//! clock, so leases, renewals, retries, cancel and drain are checked without waiting.
+//! The dispatcher's test doubles: an in-memory store (the queue part: leases, tokens,
+//! renewals) and a backend that answers from a script, counting and timing what it is sent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +12,7 @@ use satchel_wire::{ErrorType, Timestamp};
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
-use super::{DispatchConfig, Dispatcher};
+use super::super::{DispatchConfig, Dispatcher};
 use crate::backend::{Attempt, Backend, Failure, RequestContext};
 use crate::limits::{LimitsConfig, RetryPolicy};
 use crate::model::{
@@ -22,27 +22,29 @@ use crate::model::{
 use crate::routing::{Route, Routes};
 use crate::store::{ResultStream, Store, StoreError};
 
-const BATCH: i64 = 1;
+pub(super) const BATCH: i64 = 1;
 
 /// The queue part of a store, in memory. Time is the store's own (paused tokio time), so the
 /// lease ends it records are compared with the dispatcher's `Timestamp::now()` readings.
 #[derive(Default)]
-struct Memory {
+pub(super) struct Memory {
     /// request id → (lease token, lease end in µs); token 0: not leased.
-    queue: HashMap<i64, (i64, i64)>,
-    next_token: i64,
-    settled: Vec<Settlement>,
-    released: Vec<RequestKey>,
-    renewals: usize,
-    running: bool,
+    pub(super) queue: HashMap<i64, (i64, i64)>,
+    pub(super) next_token: i64,
+    pub(super) settled: Vec<Settlement>,
+    pub(super) released: Vec<RequestKey>,
+    pub(super) renewals: usize,
+    pub(super) running: bool,
     /// Requests whose next renewal reports them lost.
-    lose: HashSet<i64>,
+    pub(super) lose: HashSet<i64>,
+    /// The most requests leased at once, seen at the end of a claim.
+    pub(super) most_leased: usize,
 }
 
-struct FakeStore(Mutex<Memory>);
+pub(super) struct FakeStore(Mutex<Memory>);
 
 impl FakeStore {
-    fn with_requests(n: i64) -> Arc<Self> {
+    pub(super) fn with_requests(n: i64) -> Arc<Self> {
         let memory = Memory {
             queue: (0..n).map(|id| (id, (0, 0))).collect(),
             running: true,
@@ -51,12 +53,12 @@ impl FakeStore {
         Arc::new(Self(Mutex::new(memory)))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.0.lock().unwrap()
     }
 }
 
-fn unused() -> StoreError {
+pub(super) fn unused() -> StoreError {
     StoreError::Task("not used by the dispatcher".into())
 }
 
@@ -139,20 +141,26 @@ impl Store for FakeStore {
             .collect();
         ids.sort_unstable();
         ids.truncate(max);
+        for id in &ids {
+            m.queue.insert(*id, (token, until.as_micros()));
+        }
+        let leased = m
+            .queue
+            .values()
+            .filter(|(token, end)| *token != 0 && *end > now.as_micros())
+            .count();
+        m.most_leased = m.most_leased.max(leased);
         Ok(ids
             .into_iter()
-            .map(|id| {
-                m.queue.insert(id, (token, until.as_micros()));
-                ClaimedRequest {
-                    request: RequestKey {
-                        batch: BATCH,
-                        request: id,
-                        lease: token,
-                    },
-                    custom_id: format!("r{id}"),
-                    params: RawValue::from_string(format!(r#"{{"model":"m","n":{id}}}"#)).unwrap(),
-                    upstream_headers: None,
-                }
+            .map(|id| ClaimedRequest {
+                request: RequestKey {
+                    batch: BATCH,
+                    request: id,
+                    lease: token,
+                },
+                custom_id: format!("r{id}"),
+                params: RawValue::from_string(format!(r#"{{"model":"m","n":{id}}}"#)).unwrap(),
+                upstream_headers: None,
             })
             .collect())
     }
@@ -232,37 +240,45 @@ impl Store for FakeStore {
 
 /// One scripted reply: after `took`, this attempt's outcome.
 #[derive(Clone)]
-enum Reply {
+pub(super) enum Reply {
     Ok,
     Transient,
     Unreachable,
+    /// A 429 asking for this wait.
+    Throttled(Duration),
 }
 
 /// Answers each request (by its `n`) from its script, the last reply repeating; counts sends.
-struct Scripted {
-    took: Duration,
-    scripts: Mutex<HashMap<i64, VecDeque<Reply>>>,
-    default: Vec<Reply>,
-    sends: Mutex<HashMap<i64, usize>>,
-    started: Notify,
+pub(super) struct Scripted {
+    pub(super) took: Duration,
+    pub(super) scripts: Mutex<HashMap<i64, VecDeque<Reply>>>,
+    pub(super) default: Vec<Reply>,
+    pub(super) sends: Mutex<HashMap<i64, usize>>,
+    /// When each request's attempts were sent (tokio's clock).
+    pub(super) sent_at: Mutex<HashMap<i64, Vec<tokio::time::Instant>>>,
+    /// Attempts running now, and the most at once.
+    pub(super) running: Mutex<(usize, usize)>,
+    pub(super) started: Notify,
 }
 
 impl Scripted {
-    fn new(took: Duration, default: Vec<Reply>) -> Arc<Self> {
+    pub(super) fn new(took: Duration, default: Vec<Reply>) -> Arc<Self> {
         Arc::new(Self {
             took,
             scripts: Mutex::new(HashMap::new()),
             default,
             sends: Mutex::new(HashMap::new()),
+            sent_at: Mutex::new(HashMap::new()),
+            running: Mutex::new((0, 0)),
             started: Notify::new(),
         })
     }
 
-    fn sends(&self, n: i64) -> usize {
+    pub(super) fn sends(&self, n: i64) -> usize {
         self.sends.lock().unwrap().get(&n).copied().unwrap_or(0)
     }
 
-    fn total_sends(&self) -> usize {
+    pub(super) fn total_sends(&self) -> usize {
         self.sends.lock().unwrap().values().sum()
     }
 }
@@ -274,6 +290,17 @@ impl Backend for Scripted {
             .as_i64()
             .unwrap();
         *self.sends.lock().unwrap().entry(n).or_default() += 1;
+        self.sent_at
+            .lock()
+            .unwrap()
+            .entry(n)
+            .or_default()
+            .push(tokio::time::Instant::now());
+        {
+            let mut running = self.running.lock().unwrap();
+            running.0 += 1;
+            running.1 = running.1.max(running.0);
+        }
         self.started.notify_waiters();
         let reply = {
             let mut scripts = self.scripts.lock().unwrap();
@@ -287,6 +314,7 @@ impl Backend for Scripted {
             }
         };
         tokio::time::sleep(self.took).await;
+        self.running.lock().unwrap().0 -= 1;
         match reply {
             Reply::Ok => Attempt::Message(RawValue::from_string("{}".into()).unwrap()),
             Reply::Transient => Attempt::Failed(Failure::transient(
@@ -299,14 +327,19 @@ impl Backend for Scripted {
                 "could not connect",
                 None,
             )),
+            Reply::Throttled(after) => Attempt::Failed(Failure::throttled(
+                ErrorType::RateLimitError,
+                "slow down",
+                Some(after),
+            )),
         }
     }
 }
 
-struct Setup {
-    concurrency: usize,
-    max_retries: u32,
-    ttl: Duration,
+pub(super) struct Setup {
+    pub(super) concurrency: usize,
+    pub(super) max_retries: u32,
+    pub(super) ttl: Duration,
 }
 
 impl Default for Setup {
@@ -319,7 +352,11 @@ impl Default for Setup {
     }
 }
 
-fn dispatcher(store: Arc<FakeStore>, backend: Arc<Scripted>, setup: Setup) -> Dispatcher {
+pub(super) fn dispatcher(
+    store: Arc<FakeStore>,
+    backend: Arc<Scripted>,
+    setup: Setup,
+) -> Dispatcher {
     let retry = RetryPolicy {
         max_retries: setup.max_retries,
         initial_backoff: Duration::from_millis(10),
@@ -341,7 +378,7 @@ fn dispatcher(store: Arc<FakeStore>, backend: Arc<Scripted>, setup: Setup) -> Di
 }
 
 /// Lets paused time run until `done` holds (at most `limit` of virtual time).
-async fn run_until(limit: Duration, mut done: impl FnMut() -> bool) {
+pub(super) async fn run_until(limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !done() {
         assert!(
@@ -352,7 +389,7 @@ async fn run_until(limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn kinds(store: &FakeStore) -> (usize, usize) {
+pub(super) fn kinds(store: &FakeStore) -> (usize, usize) {
     let m = store.lock();
     let ok = m
         .settled
@@ -360,148 +397,4 @@ fn kinds(store: &FakeStore) -> (usize, usize) {
         .filter(|s| s.kind == crate::model::OutcomeKind::Succeeded)
         .count();
     (ok, m.settled.len() - ok)
-}
-
-// `Timestamp::now()` reads the wall clock while tokio's is paused: leases are granted for the
-// TTL from the real time, so these tests advance virtual time far beyond the TTL while real
-// time barely moves. The renewal count and the book's safety margin run on tokio's clock.
-
-#[tokio::test(start_paused = true)]
-async fn an_attempt_longer_than_many_ttls_keeps_its_lease_and_is_sent_once() {
-    let store = FakeStore::with_requests(8);
-    let backend = Scripted::new(Duration::from_secs(60), vec![Reply::Ok]);
-    let handle = dispatcher(store.clone(), backend.clone(), Setup::default()).spawn();
-    run_until(Duration::from_secs(600), || store.lock().settled.len() == 8).await;
-    // 8 requests on 4 slots: two waves of 60 s, ten TTLs each, renewed every 2 s.
-    assert!(store.lock().renewals >= 50, "{}", store.lock().renewals);
-    for n in 0..8 {
-        assert_eq!(backend.sends(n), 1, "request {n}");
-    }
-    assert_eq!(kinds(&store), (8, 0));
-    handle.abort();
-}
-
-#[tokio::test(start_paused = true)]
-async fn transient_failures_spend_retries_then_end_errored() {
-    let store = FakeStore::with_requests(2);
-    let backend = Scripted::new(Duration::from_millis(5), vec![Reply::Transient]);
-    backend
-        .scripts
-        .lock()
-        .unwrap()
-        .insert(0, [Reply::Transient, Reply::Transient, Reply::Ok].into());
-    let handle = dispatcher(store.clone(), backend.clone(), Setup::default()).spawn();
-    run_until(Duration::from_secs(60), || store.lock().settled.len() == 2).await;
-    assert_eq!(backend.sends(0), 3, "two retries, then success");
-    assert_eq!(
-        backend.sends(1),
-        3,
-        "the first attempt and max_retries = 2 more"
-    );
-    assert_eq!(kinds(&store), (1, 1));
-    handle.abort();
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_unreachable_upstream_costs_no_retries() {
-    let store = FakeStore::with_requests(3);
-    let mut outage = vec![Reply::Unreachable; 12];
-    outage.push(Reply::Ok);
-    let backend = Scripted::new(Duration::from_millis(5), outage);
-    let setup = Setup {
-        max_retries: 1,
-        ..Setup::default()
-    };
-    let handle = dispatcher(store.clone(), backend.clone(), setup).spawn();
-    // Probes go one at a time, waiting up to 30 s each: 36 failed attempts take a while.
-    run_until(Duration::from_secs(3600), || {
-        store.lock().settled.len() == 3
-    })
-    .await;
-    assert_eq!(
-        kinds(&store),
-        (3, 0),
-        "all succeed once the upstream is back"
-    );
-    handle.abort();
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_lost_lease_starts_no_further_attempt() {
-    let store = FakeStore::with_requests(1);
-    let backend = Scripted::new(Duration::from_secs(3), vec![Reply::Transient]);
-    store.lock().lose.insert(0);
-    let handle = dispatcher(store.clone(), backend.clone(), Setup::default()).spawn();
-    // Virtual time: the first attempt fails at 3 s; a retry would follow at once.
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    // The first renewal (at 2 s, during the first attempt) lost it: no retry was sent, and
-    // nothing was stored or given back under the old token (the other node's is current).
-    assert_eq!(backend.sends(0), 1);
-    assert!(store.lock().settled.is_empty());
-    assert!(store.lock().released.is_empty());
-    handle.abort();
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_stopped_batch_gives_back_what_waits_and_finishes_what_runs() {
-    let store = FakeStore::with_requests(6);
-    let backend = Scripted::new(Duration::from_secs(5), vec![Reply::Ok]);
-    let setup = Setup {
-        concurrency: 2,
-        ..Setup::default()
-    };
-    let handle = dispatcher(store.clone(), backend.clone(), setup).spawn();
-    run_until(Duration::from_secs(10), || backend.total_sends() == 2).await;
-    store.lock().running = false; // canceled: four leased requests wait for a slot
-    run_until(Duration::from_secs(30), || {
-        let m = store.lock();
-        m.settled.len() == 2 && m.released.len() == 2
-    })
-    .await;
-    // Slots were 2 × concurrency = 4: two ran, two waited and were given back; two were never
-    // claimed.
-    assert_eq!(backend.total_sends(), 2);
-    handle.abort();
-}
-
-#[tokio::test(start_paused = true)]
-async fn drain_stores_attempts_in_flight_and_gives_back_the_rest() {
-    let store = FakeStore::with_requests(10);
-    let backend = Scripted::new(Duration::from_secs(4), vec![Reply::Ok]);
-    let setup = Setup {
-        concurrency: 3,
-        ..Setup::default()
-    };
-    let handle = dispatcher(store.clone(), backend.clone(), setup).spawn();
-    run_until(Duration::from_secs(10), || backend.total_sends() == 3).await;
-    let report = handle.drain(Duration::from_secs(30)).await;
-    assert_eq!(report.settled, 3, "{report:?}");
-    assert_eq!(
-        report.released, 3,
-        "the three waiting for a slot: {report:?}"
-    );
-    assert_eq!(report.cut, 0);
-    assert_eq!(
-        backend.total_sends(),
-        3,
-        "nothing new started while draining"
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn drain_cuts_what_outlasts_the_window() {
-    let store = FakeStore::with_requests(2);
-    let backend = Scripted::new(Duration::from_secs(600), vec![Reply::Ok]);
-    let handle = dispatcher(store.clone(), backend.clone(), Setup::default()).spawn();
-    run_until(Duration::from_secs(10), || backend.total_sends() == 2).await;
-    let report = handle.drain(Duration::from_secs(5)).await;
-    assert_eq!(
-        (report.settled, report.released, report.cut),
-        (0, 2, 2),
-        "{report:?}"
-    );
-    assert!(
-        store.lock().queue.values().all(|(token, _)| *token == 0),
-        "given back"
-    );
 }
