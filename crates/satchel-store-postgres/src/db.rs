@@ -39,19 +39,22 @@ pub(crate) fn wall() -> i64 {
 pub(crate) const BATCH_COLUMNS: &str = "id, workspace, state, processing, succeeded, errored, \
      canceled, expired, created_at, expires_at, ended_at, cancel_initiated_at, archived_at";
 
+/// The status a stored state stands for; a state this version does not know is an error,
+/// never shown as something it is not.
+pub(crate) fn status_of(state: i16) -> Result<ProcessingStatus, StoreError> {
+    match state {
+        IN_PROGRESS => Ok(ProcessingStatus::InProgress),
+        CANCELING => Ok(ProcessingStatus::Canceling),
+        ENDED => Ok(ProcessingStatus::Ended),
+        other => Err(StoreError::engine(
+            format!("unknown batch state {other}"),
+            false,
+        )),
+    }
+}
+
 pub(crate) fn batch_from_row(row: &Row) -> Result<BatchRecord, StoreError> {
-    let status = match row.try_get::<_, i16>(2).map_err(engine)? {
-        IN_PROGRESS => ProcessingStatus::InProgress,
-        CANCELING => ProcessingStatus::Canceling,
-        ENDED => ProcessingStatus::Ended,
-        // Never shown as something it is not.
-        other => {
-            return Err(StoreError::engine(
-                format!("unknown batch state {other}"),
-                false,
-            ));
-        }
-    };
+    let status = status_of(row.try_get::<_, i16>(2).map_err(engine)?)?;
     let ts = |i: usize| -> Result<Option<Timestamp>, StoreError> {
         Ok(row
             .try_get::<_, Option<i64>>(i)

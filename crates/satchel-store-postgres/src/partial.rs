@@ -14,9 +14,7 @@ use satchel_core::store::StoreError;
 use satchel_wire::ProcessingStatus;
 use serde_json::value::RawValue;
 
-use crate::db::{connection, engine, find_batch};
-
-const ENDED: i16 = 3;
+use crate::db::{connection, engine, find_batch, status_of};
 
 pub(crate) async fn settled_since(
     pool: &Pool,
@@ -89,7 +87,7 @@ pub(crate) async fn settled_since(
         lines.push(b'\n');
         count += 1;
     }
-    let mut complete = !more && batch.state == ENDED;
+    let mut complete = !more && status_of(batch.state)? == ProcessingStatus::Ended;
     if complete {
         // Lines committed above the horizon are still to come.
         let withheld = tx
@@ -108,11 +106,7 @@ pub(crate) async fn settled_since(
         complete = !withheld;
     }
     tx.commit().await.map_err(engine)?;
-    let status = match batch.state {
-        1 => ProcessingStatus::InProgress,
-        2 => ProcessingStatus::Canceling,
-        _ => ProcessingStatus::Ended,
-    };
+    let status = status_of(batch.state)?;
     Ok(Some(SettledPage {
         lines,
         count,

@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use deadpool_postgres::Pool;
 use satchel_core::model::{BatchRecord, ListCursor, StoreStats};
 use satchel_core::store::{ResultStream, StoreError};
-use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
+use satchel_wire::{RequestCounts, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::db::{BATCH_COLUMNS, batch_from_row, connection, engine, find_batch};
@@ -233,11 +233,8 @@ pub(crate) async fn stats(pool: &Pool) -> Result<StoreStats, StoreError> {
             .map_err(engine)
     };
     for row in &rows {
-        let status = match row.try_get::<_, i64>(0).map_err(engine)? {
-            1 => ProcessingStatus::InProgress,
-            2 => ProcessingStatus::Canceling,
-            _ => ProcessingStatus::Ended,
-        };
+        let state = row.try_get::<_, i64>(0).map_err(engine)?;
+        let status = crate::db::status_of(i16::try_from(state).unwrap_or(i16::MAX))?;
         let counts = RequestCounts {
             processing: count(row, 2)?,
             succeeded: count(row, 3)?,

@@ -4,7 +4,7 @@
 
 use rusqlite::Connection;
 use satchel_core::model::StoreStats;
-use satchel_wire::{ProcessingStatus, RequestCounts, Timestamp};
+use satchel_wire::{RequestCounts, Timestamp};
 
 pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<StoreStats> {
     let mut stats = StoreStats::default();
@@ -17,11 +17,7 @@ pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<StoreStats> {
     // Counts are never negative; SQLite hands them out as i64.
     let count = |row: &rusqlite::Row<'_>, i| row.get::<_, i64>(i).map(|n| n.max(0) as u64);
     while let Some(row) = rows.next()? {
-        let status = match row.get::<_, i64>(0)? {
-            1 => ProcessingStatus::InProgress,
-            2 => ProcessingStatus::Canceling,
-            _ => ProcessingStatus::Ended,
-        };
+        let status = crate::ops::status_of(row.get::<_, i64>(0)?)?;
         let counts = RequestCounts {
             processing: count(row, 2)?,
             succeeded: count(row, 3)?,
