@@ -1,13 +1,15 @@
-//! Claims of a batch grouped by prompt prefix ([`NewBatch::group_by_prefix`]): requests
-//! sharing a model, system prompt and tools are handed out together.
+//! Claims of a batch ordered by prompt prefix ([`NewBatch::group_by_prefix`]): the first
+//! request of every prefix group, then the second of every group, and so on (see
+//! `satchel_core::prefix`).
 
 use super::*;
 
-/// Request `i` of a grouped workload: one of `groups` system prompts, in turn.
-fn prompted(i: usize, groups: usize) -> NewRequest {
+/// Request `i` of `n`, submitted in runs: the first third with one system prompt, the next
+/// third with another, the last with a third.
+fn prompted(i: usize, n: usize) -> NewRequest {
     let params = format!(
         r#"{{"model":"m","max_tokens":5,"system":"shared prompt {}","messages":[{{"role":"user","content":"question {i}"}}]}}"#,
-        i % groups
+        i * 3 / n
     );
     NewRequest {
         custom_id: format!("r{i}"),
@@ -24,7 +26,7 @@ async fn create_prompted(store: &Arc<dyn Store>, group_by_prefix: bool, n: usize
     let (tx, rx) = mpsc::channel(4);
     let feed = async move {
         // Two chunks, so both the first write and a later one are exercised.
-        let requests: Vec<NewRequest> = (0..n).map(|i| prompted(i, 3)).collect();
+        let requests: Vec<NewRequest> = (0..n).map(|i| prompted(i, n)).collect();
         let mut requests = requests.into_iter();
         for size in [n / 2, n - n / 2] {
             let chunk: Vec<NewRequest> = requests.by_ref().take(size).collect();
@@ -43,7 +45,7 @@ fn group_of(claimed: &ClaimedRequest) -> String {
     params["system"].as_str().unwrap().to_owned()
 }
 
-pub async fn claims_take_a_grouped_batch_prefix_by_prefix(store: Arc<dyn Store>) {
+pub async fn claims_take_an_ordered_batch_prefix_group_by_group_in_turn(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     create_prompted(&store, true, 90).await;
     let mut order = Vec::new();
@@ -55,13 +57,27 @@ pub async fn claims_take_a_grouped_batch_prefix_by_prefix(store: Arc<dyn Store>)
         if claimed.is_empty() {
             break;
         }
-        order.extend(claimed.iter().map(group_of));
+        order.extend(claimed.iter().map(|c| (group_of(c), c.custom_id.clone())));
         store.settle(settle_ok(&claimed), now).await.unwrap();
     }
     assert_eq!(order.len(), 90);
-    // Three groups of 30, each handed out in one run.
-    let runs = 1 + order.windows(2).filter(|w| w[0] != w[1]).count();
-    assert_eq!(runs, 3, "each prompt's requests go out together: {order:?}");
+    // Submitted in three runs of 30, claimed in turns: every three in a row hold the three
+    // prompts, and each prompt's requests keep their submission order.
+    for turn in order.chunks(3) {
+        let prompts: std::collections::HashSet<&String> = turn.iter().map(|(g, _)| g).collect();
+        assert_eq!(prompts.len(), 3, "{turn:?}");
+    }
+    for prompt in 0..3 {
+        let ids: Vec<usize> = order
+            .iter()
+            .filter(|(g, _)| *g == format!("shared prompt {prompt}"))
+            .map(|(_, id)| id[1..].parse().unwrap())
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(ids, sorted);
+        assert_eq!(ids.len(), 30);
+    }
 }
 
 pub async fn claims_take_an_ungrouped_batch_in_submission_order(store: Arc<dyn Store>) {

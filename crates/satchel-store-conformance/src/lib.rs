@@ -53,7 +53,7 @@ macro_rules! store_conformance {
             canceled_lines_are_read_as_they_settle,
             settled_pages_stop_at_their_byte_budget,
             stored_requests_come_back_as_received,
-            claims_take_a_grouped_batch_prefix_by_prefix,
+            claims_take_an_ordered_batch_prefix_group_by_group_in_turn,
             claims_take_an_ungrouped_batch_in_submission_order,
             queued_requests_count_what_has_not_ended,
         );

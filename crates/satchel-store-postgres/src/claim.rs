@@ -68,11 +68,11 @@ pub fn claim_sql(first_round: bool) -> String {
                        AND ($7::int[] IS NULL OR q.model = ANY($7::int[]))
                      ORDER BY q.prefix, q.request_id LIMIT want.n
                      FOR UPDATE SKIP LOCKED) p))
-             RETURNING request_id, batch_pk, lease_token
+             RETURNING request_id, batch_pk, lease_token, prefix
          )
          SELECT t.request_id, t.batch_pk, t.lease_token, r.custom_id, r.params
          FROM taken t JOIN requests r ON r.id = t.request_id
-         ORDER BY t.request_id",
+         ORDER BY t.prefix, t.request_id",
         until = db_time("$4", "$5"),
         now = db_time("$3", "$5"),
     )

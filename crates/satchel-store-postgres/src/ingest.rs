@@ -16,6 +16,7 @@ use futures::stream::FuturesUnordered;
 
 use deadpool_postgres::{Object, Transaction};
 use satchel_core::model::{BatchRecord, IngestChunk, NO_MODEL, NewBatch, NewRequest};
+use satchel_core::prefix::PrefixOrder;
 use satchel_core::store::StoreError;
 use tokio::sync::mpsc;
 
@@ -28,9 +29,9 @@ pub(crate) async fn ingest(
     batch: NewBatch,
     mut chunks: mpsc::Receiver<IngestChunk>,
 ) -> Result<BatchRecord, StoreError> {
-    let group = batch.group_by_prefix;
     let mut ingest = Ingest {
         store,
+        prefix_order: batch.group_by_prefix.then(PrefixOrder::default),
         batch,
         head: None,
         next_id: 0,
@@ -64,7 +65,8 @@ pub(crate) async fn ingest(
                         Some((pk, _)) => {
                             let first_id = ingest.next_id;
                             ingest.next_id += previous.len() as i64;
-                            in_flight.push(write_rows(store, pk, first_id, group, previous));
+                            let keys = ingest.claim_keys(&previous);
+                            in_flight.push(write_rows(store, pk, first_id, keys, previous));
                         }
                     }
                 }
@@ -110,7 +112,7 @@ async fn write_rows(
     store: &PostgresStore,
     pk: i64,
     first_id: i64,
-    group_by_prefix: bool,
+    claim_keys: Vec<i64>,
     requests: Vec<NewRequest>,
 ) -> Result<(), StoreError> {
     let mut client = connection(&store.pool).await?;
@@ -120,8 +122,7 @@ async fn write_rows(
         .await
         .map_err(engine)?;
     copy_requests(&tx, first_id, &requests).await?;
-    let prefixes = prefix_keys(&requests, group_by_prefix);
-    queue(&tx, pk, first_id, &models, &prefixes).await?;
+    queue(&tx, pk, first_id, &models, &claim_keys).await?;
     tx.execute(
         "UPDATE batches SET touched_at = now() WHERE pk = $1",
         &[&pk],
@@ -147,6 +148,8 @@ async fn discard(store: &PostgresStore, pk: i64) -> Result<(), StoreError> {
 struct Ingest<'a> {
     store: &'a PostgresStore,
     batch: NewBatch,
+    /// The claim keys of a batch ordered by prompt prefix (none: submission order).
+    prefix_order: Option<PrefixOrder>,
     /// The batch row's pk and first request id, once a transaction holding them committed.
     head: Option<(i64, i64)>,
     /// The id of the next request.
@@ -154,6 +157,15 @@ struct Ingest<'a> {
 }
 
 impl Ingest<'_> {
+    /// The requests' claim keys, in submission order: by prompt prefix if the batch is
+    /// ordered so, else all 0 (claims then go in submission order).
+    fn claim_keys(&mut self, requests: &[NewRequest]) -> Vec<i64> {
+        match &mut self.prefix_order {
+            Some(order) => requests.iter().map(|r| order.key(&r.params)).collect(),
+            None => vec![0; requests.len()],
+        }
+    }
+
     /// Writes `requests` in one transaction (creating the batch row first if needed) and, if
     /// `commit`, makes the batch visible and runnable in the same transaction, returning it.
     async fn write(
@@ -200,8 +212,8 @@ impl Ingest<'_> {
         };
         if !requests.is_empty() {
             copy_requests(&tx, self.next_id, requests).await?;
-            let prefixes = prefix_keys(requests, self.batch.group_by_prefix);
-            queue(&tx, pk, self.next_id, &models, &prefixes).await?;
+            let keys = self.claim_keys(requests);
+            queue(&tx, pk, self.next_id, &models, &keys).await?;
         }
         let record = if commit {
             let count = self.next_id + requests.len() as i64 - first;
@@ -337,20 +349,6 @@ fn encode_rows(first_id: i64, requests: &[NewRequest]) -> bytes::Bytes {
     buf.freeze()
 }
 
-/// Each request's prompt-prefix key if the batch is grouped, else 0 (one group).
-fn prefix_keys(requests: &[NewRequest], group_by_prefix: bool) -> Vec<i64> {
-    requests
-        .iter()
-        .map(|r| {
-            if group_by_prefix {
-                satchel_core::prefix::prefix_key(&r.params)
-            } else {
-                0
-            }
-        })
-        .collect()
-}
-
 /// The chunk's queue rows, in one statement: its ids are consecutive, each with its model
 /// and prefix key (arrays, so the statement is one whatever their runs).
 async fn queue(
@@ -358,7 +356,7 @@ async fn queue(
     pk: i64,
     first_id: i64,
     models: &[i32],
-    prefixes: &[i64],
+    claim_keys: &[i64],
 ) -> Result<(), StoreError> {
     let statement = tx
         .prepare_cached(
@@ -368,7 +366,7 @@ async fn queue(
         )
         .await
         .map_err(engine)?;
-    tx.execute(&statement, &[&first_id, &pk, &models, &prefixes])
+    tx.execute(&statement, &[&first_id, &pk, &models, &claim_keys])
         .await
         .map_err(engine)?;
     Ok(())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use satchel_core::model::{BatchRecord, IngestChunk, NO_MODEL, NewBatch, NewRequest};
+use satchel_core::prefix::PrefixOrder;
 use satchel_core::store::StoreError;
 use tokio::sync::mpsc;
 
@@ -59,8 +60,10 @@ pub(crate) async fn ingest(
     batch: NewBatch,
     mut chunks: mpsc::Receiver<IngestChunk>,
 ) -> Result<BatchRecord, StoreError> {
+    let prefix_order = batch.group_by_prefix.then(PrefixOrder::default);
     let mut ingest = Ingest {
         batch,
+        prefix_order,
         head: None,
         next_id: 0,
         file: None,
@@ -159,6 +162,8 @@ struct Ingest {
     syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     /// Model ids seen in this create (a model's id never changes once interned).
     models: HashMap<String, i64>,
+    /// The claim keys of a batch ordered by prompt prefix (none: submission order).
+    prefix_order: Option<PrefixOrder>,
 }
 
 /// Bytes written to a params file after which its writeback is started in the background, so
@@ -280,7 +285,7 @@ impl Ingest {
         // model, and of one system prompt when it is grouped at all).
         let keys = requests
             .iter()
-            .map(|r| Ok((self.model_id(&tx, r)?, self.prefix_key(r))))
+            .map(|r| Ok((self.model_id(&tx, r)?, self.claim_key(r))))
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut start = 0;
         while start < keys.len() {
@@ -331,12 +336,12 @@ impl Ingest {
         }
     }
 
-    /// The request's prompt-prefix key if its batch is grouped, else 0 (one group).
-    fn prefix_key(&self, request: &NewRequest) -> i64 {
-        if self.batch.group_by_prefix {
-            satchel_core::prefix::prefix_key(&request.params)
-        } else {
-            0
+    /// The request's claim key if its batch is ordered by prompt prefix, else 0 (claims then
+    /// go in submission order).
+    fn claim_key(&mut self, request: &NewRequest) -> i64 {
+        match &mut self.prefix_order {
+            Some(order) => order.key(&request.params),
+            None => 0,
         }
     }
 
