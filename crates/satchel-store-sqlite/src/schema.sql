@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS queue (
     owner       TEXT,
     model       INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS queue_runnable ON queue (batch_pk, lease_until);
+-- Its one index, queue_by_model (batch_pk, model, lease_until), is made by pool.rs::migrate;
+-- claims of any model use its batch_pk prefix.
 
 -- The `model` of each request, interned at ingest (queue.model; 0: none), so claims can be
 -- made per route.
