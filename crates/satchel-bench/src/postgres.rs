@@ -50,7 +50,7 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
     let label = format!("{} requests / {}", thousands(n as u64), fmt_mb(mb));
 
     eprintln!("[postgres] SQLite, same body");
-    let sqlite = batch::run_batch(settings, body.clone(), n, "pg-beside-sqlite").await?;
+    let sqlite = batch::run_batch(settings, body.clone(), n, "pg-beside-sqlite", None).await?;
     eprintln!("[postgres] COPY floor");
     let floor = copy_floor(&cluster.create_database(), &body).await?;
     eprintln!("[postgres] one node");
