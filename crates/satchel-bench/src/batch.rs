@@ -140,7 +140,11 @@ pub async fn run_batch(
             tokio::time::sleep(wait).await;
             let again = api.results(&id).await?;
             if again.bytes != download.bytes {
-                bail!("the second download has {} bytes, the first {}", again.bytes, download.bytes);
+                bail!(
+                    "the second download has {} bytes, the first {}",
+                    again.bytes,
+                    download.bytes
+                );
             }
             Some(again.elapsed)
         }

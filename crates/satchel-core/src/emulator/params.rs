@@ -161,7 +161,13 @@ pub fn parse(params: &RawValue) -> Result<Request<'_>, Invalid> {
         return invalid("Input should be a valid dictionary");
     };
     // A repeated key counts once, with its last value (as a JSON object read into a map).
-    let get = |name: &str| fields.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let get = |name: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    };
     if get("stream").is_some_and(|s| s.get() == "true") {
         return invalid("\"stream=True\" is not supported in the Message Batches API");
     }
