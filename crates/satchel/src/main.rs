@@ -7,12 +7,6 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc rather than the system allocator: a settled request allocates and frees a few
-/// dozen small buffers across threads (params, the reply, its result line), where glibc's
-/// malloc showed as a tenth of the server's instructions (BENCHMARKS.md has the figures).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Satchel: a self-hosted Message Batches server, wire-compatible with Anthropic's API.
 #[derive(Parser)]
 #[command(name = "satchel", version, about, long_about = None)]
