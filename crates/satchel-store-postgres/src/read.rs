@@ -194,10 +194,7 @@ async fn results_page(pool: &Pool, start: i64, end: i64) -> Result<Bytes, StoreE
         )
         .await
         .map_err(engine)?;
-    let rows = client
-        .query(&page, &[&start, &end])
-        .await
-        .map_err(engine)?;
+    let rows = client.query(&page, &[&start, &end]).await.map_err(engine)?;
     let mut buffer = BytesMut::new();
     for row in rows {
         buffer.put_slice(row.try_get::<_, &[u8]>(0).map_err(engine)?);

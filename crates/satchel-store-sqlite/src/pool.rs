@@ -81,12 +81,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_column(conn, "batches", "upstream_headers")? {
         conn.execute_batch("ALTER TABLE batches ADD COLUMN upstream_headers TEXT;")?;
     }
-    // One index on the queue: (batch_pk, lease_until) beside this one cost every ingested,
-    // claimed and settled request one more index write (a sixth of a create) and served
-    // nothing the batch_pk prefix of this one does not.
     conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS queue_by_model ON queue (batch_pk, model, lease_until);
-         DROP INDEX IF EXISTS queue_runnable;",
+        "CREATE INDEX IF NOT EXISTS queue_by_model ON queue (batch_pk, model, lease_until);",
     )?;
     Ok(())
 }
