@@ -36,6 +36,8 @@ pub struct BatchRun {
     pub create_peak_rss_kb: u64,
     pub to_ended: Duration,
     pub results: Duration,
+    /// The same download again, a while after the first (see [`run_batch`]).
+    pub results_later: Option<Duration>,
     pub results_bytes: u64,
     pub file_read: Duration,
     pub peak_rss_kb: u64,
@@ -92,11 +94,15 @@ pub fn measure_floor(body: &[u8], dir: &Path) -> Result<Floor> {
 
 /// Creates a batch of `requests` from `body` on a fresh server, waits for it to end on the
 /// emulator, downloads its results and reads them back from a file.
+/// With `again_after`, the results are downloaded a second time that long after the first:
+/// the first download, made as soon as the batch ends (as an SDK does), overlaps the
+/// checkpoint of the results just written; the second shows what that costs.
 pub async fn run_batch(
     settings: &Settings,
     body: Bytes,
     requests: usize,
     name: &str,
+    again_after: Option<Duration>,
 ) -> Result<BatchRun> {
     let db = settings.work.join(format!("{name}.db"));
     let server = Proc::serve(&settings.satchel, &db, &[]).await?;
@@ -129,6 +135,21 @@ pub async fn run_batch(
     if lines != requests {
         bail!("results have {lines} lines, expected {requests}");
     }
+    let results_later = match again_after {
+        Some(wait) => {
+            tokio::time::sleep(wait).await;
+            let again = api.results(&id).await?;
+            if again.bytes != download.bytes {
+                bail!(
+                    "the second download has {} bytes, the first {}",
+                    again.bytes,
+                    download.bytes
+                );
+            }
+            Some(again.elapsed)
+        }
+        None => None,
+    };
     let peak_rss_kb = server.peak_rss_kb()?;
     drop(server);
 
@@ -168,10 +189,57 @@ pub async fn run_batch(
         create_peak_rss_kb,
         to_ended,
         results: download.elapsed,
+        results_later,
         results_bytes: download.bytes,
         file_read,
         peak_rss_kb,
     })
+}
+
+/// The results row: the download right after `ended` (median of the runs), and the same
+/// download made again a while later, the first at least 500 MB/s and 0.8x the second.
+fn results_row(runs: &[BatchRun], results: f64, bytes: f64, file_read: f64) -> Row {
+    let later: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.results_later.map(secs))
+        .collect();
+    let rate = bytes / results;
+    let mut row = Row::new(
+        "results",
+        format!("results download ({}) right after `ended`", fmt_mb(bytes)),
+    )
+    .baseline(format!(
+        "file read {}, {}",
+        fmt_s(file_read),
+        fmt_mbps(bytes / file_read)
+    ));
+    if later.is_empty() {
+        return row
+            .satchel(format!("{}, {}", fmt_s(results), fmt_mbps(rate)))
+            .ratio(format!("{} the file read", fmt_x(file_read / results)))
+            .target("≥ 500 MB/s", rate >= 500e6);
+    }
+    let later = median(&later);
+    // Rates, so the ratio reads "the first as fast as the later one" at 1.
+    let versus_later = later / results;
+    row = row
+        .satchel(format!(
+            "{}, {}; the same download later: {}, {}",
+            fmt_s(results),
+            fmt_mbps(rate),
+            fmt_s(later),
+            fmt_mbps(bytes / later)
+        ))
+        .ratio(format!(
+            "{} the later download; {} the file read",
+            fmt_x(versus_later),
+            fmt_x(file_read / results)
+        ))
+        .target(
+            "≥ 500 MB/s and ≥ 0.8x the later download",
+            rate >= 500e6 && versus_later >= 0.8,
+        );
+    row
 }
 
 /// Removes a database and its WAL, shared-memory, lock and params files.
@@ -210,7 +278,14 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
             fmt_s(secs(floor.fsync))
         );
         floors.push(floor);
-        let run = run_batch(settings, body.clone(), n, &format!("batch-{round}")).await?;
+        let run = run_batch(
+            settings,
+            body.clone(),
+            n,
+            &format!("batch-{round}"),
+            Some(settings.results_again_after),
+        )
+        .await?;
         eprintln!(
             "[batch] round {}: create {}, ended after {}, results {} in {}, peak RSS {}",
             round + 1,
@@ -280,7 +355,7 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
             fmt_x(create_ratio),
             fmt_x(unsynced_ratio)
         ))
-        .target("≤ 2x the floor", create_ratio <= 2.0),
+        .target("≤ 1.5x the floor", create_ratio <= 1.5),
         Row::new("create", "server peak RSS while taking it (VmHWM)")
             .satchel(fmt_rss(create_rss))
             .baseline(format!("the body: {}", fmt_mb(mb)))
@@ -299,22 +374,7 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
             fmt_rate(n as f64 / to_ended)
         ))
         .target("≥ 50,000 requests/s", n as f64 / to_ended >= 50_000.0),
-        Row::new(
-            "results",
-            format!("results download ({})", fmt_mb(results_bytes)),
-        )
-        .satchel(format!(
-            "{}, {}",
-            fmt_s(results),
-            fmt_mbps(results_bytes / results)
-        ))
-        .baseline(format!(
-            "file read {}, {}",
-            fmt_s(file_read),
-            fmt_mbps(results_bytes / file_read)
-        ))
-        .ratio(format!("{} the file read", fmt_x(file_read / results)))
-        .target("≥ 500 MB/s", results_bytes / results >= 500e6),
+        results_row(&runs, results, results_bytes, file_read),
         Row::new("memory", "server peak RSS over create, run, results")
             .satchel(fmt_rss(peak_rss))
             .target("< 100 MB", peak_rss < 100 * 1024),
@@ -333,6 +393,7 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
                 body.clone(),
                 size,
                 &format!("growth-{size}-{round}"),
+                None,
             )
             .await?;
             eprintln!(

@@ -35,7 +35,7 @@ mod upstream;
 mod workload;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -110,6 +110,8 @@ pub struct Settings {
     pub list_calls: usize,
     /// The real-model section's small run (a few dozen requests, one round).
     pub quick_real_model: bool,
+    /// How long after the first results download the big batch's is made again.
+    pub results_again_after: Duration,
 }
 
 impl Settings {
@@ -134,6 +136,7 @@ impl Settings {
                 list_levels: vec![100, 1_000],
                 list_calls: 100,
                 quick_real_model: true,
+                results_again_after: Duration::from_secs(1),
             }
         } else {
             Self {
@@ -150,6 +153,7 @@ impl Settings {
                 list_levels: vec![1_000, 10_000, 100_000],
                 list_calls: 2_000,
                 quick_real_model: false,
+                results_again_after: Duration::from_secs(10),
             }
         };
         Ok(settings)

@@ -50,7 +50,7 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
     let label = format!("{} requests / {}", thousands(n as u64), fmt_mb(mb));
 
     eprintln!("[postgres] SQLite, same body");
-    let sqlite = batch::run_batch(settings, body.clone(), n, "pg-beside-sqlite").await?;
+    let sqlite = batch::run_batch(settings, body.clone(), n, "pg-beside-sqlite", None).await?;
     eprintln!("[postgres] COPY floor");
     let floor = copy_floor(&cluster.create_database(), &body).await?;
     eprintln!("[postgres] one node");
@@ -113,7 +113,11 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
             "{} one node",
             fmt_x(secs(one.to_ended) / secs(two.to_ended))
         ))
-        .target("≥ 10,000 requests/s", rate(two.to_ended) >= 10_000.0),
+        // Issue 9's target: a second node adds at least half a node's throughput.
+        .target(
+            "≥ 1.5x one node",
+            secs(one.to_ended) / secs(two.to_ended) >= 1.5,
+        ),
         Row::new(
             "postgres",
             format!(

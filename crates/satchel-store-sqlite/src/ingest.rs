@@ -280,34 +280,34 @@ impl Ingest {
                 ])?;
             }
         }
-        // The chunk's ids are consecutive: queue them in one statement per run of requests
-        // with the same model and prefix key (usually one run: a batch is mostly of one
-        // model, and of one system prompt when it is grouped at all).
-        let keys = requests
+        // The chunk's ids are consecutive: its queue rows go in one statement, in id order,
+        // with each request's model (and, for a batch ordered by prompt prefix, its claim
+        // key) from a JSON list. (A statement per run of one model cost more than all the
+        // rest of a create when a batch mixes models: each paid its own start, and rows
+        // inserted by separate statements each search the indexes anew.)
+        let models = requests
             .iter()
-            .map(|r| Ok((self.model_id(&tx, r)?, self.claim_key(r))))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut start = 0;
-        while start < keys.len() {
-            let (model, prefix) = keys[start];
-            let end = start
-                + keys[start..]
-                    .iter()
-                    .take_while(|k| **k == keys[start])
-                    .count();
+            .map(|request| self.model_id(&tx, request))
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        if self.prefix_order.is_none() {
+            let models = serde_json::to_string(&models).map_err(|e| io_error(e.into()))?;
             tx.prepare_cached(
-                "WITH RECURSIVE ids(id) AS (SELECT ?1 UNION ALL SELECT id + 1 FROM ids WHERE id + 1 < ?2)
-                 INSERT INTO queue (request_id, batch_pk, lease_until, model, prefix)
-                 SELECT id, ?3, 0, ?4, ?5 FROM ids",
+                "INSERT INTO queue (request_id, batch_pk, lease_until, model)
+                 SELECT ?1 + key, ?2, 0, value FROM json_each(?3)",
             )?
-            .execute(params![
-                self.next_id + start as i64,
-                self.next_id + end as i64,
-                pk,
-                model,
-                prefix
-            ])?;
-            start = end;
+            .execute(params![self.next_id, pk, models])?;
+        } else {
+            let rows: Vec<(i64, i64)> = models
+                .into_iter()
+                .zip(requests)
+                .map(|(model, request)| (model, self.claim_key(request)))
+                .collect();
+            let rows = serde_json::to_string(&rows).map_err(|e| io_error(e.into()))?;
+            tx.prepare_cached(
+                "INSERT INTO queue (request_id, batch_pk, lease_until, model, prefix)
+                 SELECT ?1 + key, ?2, 0, value ->> 0, value ->> 1 FROM json_each(?3)",
+            )?
+            .execute(params![self.next_id, pk, rows])?;
         }
         let record = if commit {
             let count = self.next_id + requests.len() as i64 - first;

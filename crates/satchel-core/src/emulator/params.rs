@@ -11,9 +11,10 @@
 //! accepted after these checks and otherwise ignored.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -108,12 +109,65 @@ struct Block<'a> {
     text: Option<Cow<'a, str>>,
 }
 
+/// The top-level fields of params in their order, values unparsed: a list, not a map (there
+/// are a dozen at most, and hashing each key cost more than finding it).
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(8);
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    fields.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// A key, borrowed from the params unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
 /// Validates `params`.
 pub fn parse(params: &RawValue) -> Result<Request<'_>, Invalid> {
-    let Ok(fields) = serde_json::from_str::<HashMap<Cow<'_, str>, &RawValue>>(params.get()) else {
+    let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(params.get()) else {
         return invalid("Input should be a valid dictionary");
     };
-    let get = |name: &str| fields.get(name).copied();
+    // A repeated key counts once, with its last value (as a JSON object read into a map).
+    let get = |name: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    };
     if get("stream").is_some_and(|s| s.get() == "true") {
         return invalid("\"stream=True\" is not supported in the Message Batches API");
     }
@@ -121,8 +175,8 @@ pub fn parse(params: &RawValue) -> Result<Request<'_>, Invalid> {
         return invalid("speed: is not supported in the Message Batches API");
     }
     let mut unknown: Vec<&str> = fields
-        .keys()
-        .map(|k| k.as_ref())
+        .iter()
+        .map(|(k, _)| k.as_ref())
         .filter(|k| !FIELDS.contains(k))
         .collect();
     unknown.sort_unstable();
