@@ -34,6 +34,16 @@ pub(super) fn known_shape(id: &str) -> Result<&str, ApiError> {
     Ok(id)
 }
 
+/// The call's headers that go upstream with each request of the batch it creates.
+pub(super) fn forwarded_headers(headers: &axum::http::HeaderMap) -> UpstreamHeaders {
+    UpstreamHeaders::from_request(|name| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    })
+}
+
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -48,13 +58,7 @@ pub async fn create(
         return Err(ApiError::TooLarge);
     }
     // They apply to every request of the batch: kept with it, sent upstream with each.
-    let forwarded = UpstreamHeaders::from_request(|name| {
-        request
-            .headers()
-            .get_all(name)
-            .into_iter()
-            .filter_map(|v| v.to_str().ok())
-    });
+    let forwarded = forwarded_headers(request.headers());
     let encoding = body::Encoding::from_header(request.headers().get(header::CONTENT_ENCODING))
         .map_err(ApiError::UnsupportedEncoding)?;
     let (reader, overflow) = body::body_reader(

@@ -16,9 +16,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use satchel_core::model::SettleCursor;
+use satchel_core::observe;
 use satchel_core::partial::{MAX_PAGE_LINES, MAX_WAIT};
 use satchel_core::rerun::{ErroredSelection, RetrySelection};
-use satchel_core::{UpstreamHeaders, observe};
 use satchel_wire::MessageBatch;
 use serde::{Deserialize, Serialize};
 
@@ -161,13 +161,7 @@ pub async fn retry(
     Path(id): Path<String>,
     request: axum::extract::Request,
 ) -> Result<(Extension<BatchId>, Json<RetryResponse>), ApiError> {
-    let forwarded = UpstreamHeaders::from_request(|name| {
-        request
-            .headers()
-            .get_all(name)
-            .into_iter()
-            .filter_map(|v| v.to_str().ok())
-    });
+    let forwarded = super::batches::forwarded_headers(request.headers());
     let body: Bytes = axum::body::to_bytes(request.into_body(), 64 << 10)
         .await
         .map_err(|_| invalid("The retry body must be a small JSON object".into()))?;

@@ -48,16 +48,7 @@ pub async fn run(ctx: &Ctx, args: ResultsArgs) -> Result<(), Failure> {
     let batch = batches.retrieve(&args.id).await?;
     let mut lines = batches.results_lines_of(&batch).await?;
 
-    let (sink, target): (Box<dyn Write>, String) =
-        match &args.output {
-            Some(path) => (
-                Box::new(File::create(path).map_err(|e| {
-                    Failure::Other(format!("cannot create {}: {e}", path.display()))
-                })?),
-                path.display().to_string(),
-            ),
-            None => (Box::new(std::io::stdout().lock()), "stdout".into()),
-        };
+    let (sink, target) = open_output(args.output.as_ref())?;
     let mut out = BufWriter::with_capacity(1 << 20, sink);
     let write_failed = |e: std::io::Error| Failure::Other(format!("cannot write to {target}: {e}"));
 
@@ -121,18 +112,24 @@ pub async fn run(ctx: &Ctx, args: ResultsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--follow`: lines as they settle, to FILE or stdout.
-async fn follow(ctx: &Ctx, args: ResultsArgs) -> Result<(), Failure> {
-    let (mut sink, target): (Box<dyn Write>, String) =
-        match &args.output {
-            Some(path) => (
+/// Where lines go: FILE (replaced if it exists) or stdout, and its name for messages.
+fn open_output(output: Option<&PathBuf>) -> Result<(Box<dyn Write>, String), Failure> {
+    Ok(match output {
+        Some(path) => {
+            (
                 Box::new(File::create(path).map_err(|e| {
                     Failure::Other(format!("cannot create {}: {e}", path.display()))
                 })?),
                 path.display().to_string(),
-            ),
-            None => (Box::new(std::io::stdout().lock()), "stdout".into()),
-        };
+            )
+        }
+        None => (Box::new(std::io::stdout().lock()), "stdout".into()),
+    })
+}
+
+/// `--follow`: lines as they settle, to FILE or stdout.
+async fn follow(ctx: &Ctx, args: ResultsArgs) -> Result<(), Failure> {
+    let (mut sink, target) = open_output(args.output.as_ref())?;
     let after = args.after.as_deref().unwrap_or(satchel_client::START);
     let (written, bytes, _) =
         super::follow::follow(ctx, &args.id, after, &mut sink, &target).await?;
