@@ -14,6 +14,7 @@
 //! at start-up: nobody else can hold them.
 
 mod blobs;
+mod claim;
 mod ingest;
 mod ops;
 mod outbox;

@@ -18,7 +18,6 @@ use satchel_core::model::{ClaimedRequest, ModelFilter};
 use satchel_wire::Timestamp;
 
 use crate::blobs::Blobs;
-use crate::ops;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -231,8 +230,8 @@ impl Pool {
         let claimed = {
             let mut writer = lock(&self.writer);
             let Writer { conn, claim } = &mut *writer;
-            let lease = ops::Lease { owner, now, until };
-            ops::claim(conn, &self.blobs, claim, &lease, max, models)
+            let lease = crate::claim::Lease { owner, now, until };
+            crate::claim::claim(conn, &self.blobs, claim, &lease, max, models)
         };
         self.wrote();
         claimed
