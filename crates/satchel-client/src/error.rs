@@ -82,7 +82,7 @@ pub enum Error {
     /// batch has ended).
     #[error(
         "Message Batch {id} has no results yet: it is {}; results are available once it has ended",
-        status_name(*processing_status)
+        processing_status.as_str()
     )]
     ResultsNotReady {
         /// The batch.
@@ -217,14 +217,6 @@ impl fmt::Display for RequestIdSuffix<'_> {
             Some(id) => write!(f, " (request-id: {id})"),
             None => Ok(()),
         }
-    }
-}
-
-fn status_name(status: ProcessingStatus) -> &'static str {
-    match status {
-        ProcessingStatus::InProgress => "in_progress",
-        ProcessingStatus::Canceling => "canceling",
-        ProcessingStatus::Ended => "ended",
     }
 }
 

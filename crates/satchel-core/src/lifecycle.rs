@@ -63,7 +63,7 @@ pub enum BatchError {
     #[error("In progress batches cannot be deleted. Consider canceling the batch instead.")]
     DeleteInProgress,
     #[error("Message Batch {id} is still {status}; only an ended batch can be retried.")]
-    RetryNotEnded { id: String, status: String },
+    RetryNotEnded { id: String, status: &'static str },
     #[error("Message Batch {0} has no requests to retry: {1}")]
     NothingToRetry(String, String),
     #[error(transparent)]

@@ -151,13 +151,9 @@ impl Batches {
     ) -> Result<Rerun, BatchError> {
         let source = self.get(workspace, id).await?;
         if source.status != ProcessingStatus::Ended {
-            let status = serde_json::to_value(source.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
             return Err(BatchError::RetryNotEnded {
                 id: id.to_owned(),
-                status,
+                status: source.status.as_str(),
             });
         }
         if source.archived_at.is_some() {

@@ -13,6 +13,17 @@ pub enum ProcessingStatus {
     Ended,
 }
 
+impl ProcessingStatus {
+    /// The name the wire uses (`in_progress`, `canceling`, `ended`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Canceling => "canceling",
+            Self::Ended => "ended",
+        }
+    }
+}
+
 /// How many of a batch's requests are in each state; the five always sum to the request count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
@@ -88,6 +99,17 @@ pub struct ListPage<T> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn status_names_are_the_wire_names() {
+        for status in [
+            ProcessingStatus::InProgress,
+            ProcessingStatus::Canceling,
+            ProcessingStatus::Ended,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
     use super::*;
 
     #[test]

@@ -101,11 +101,6 @@ pub async fn settled(
         .settled(&caller.workspace, id, after, limit, wait)
         .await?;
     metrics::counter!(observe::RESULTS_BYTES).increment(page.lines.len() as u64);
-    let status = match page.status {
-        satchel_wire::ProcessingStatus::InProgress => "in_progress",
-        satchel_wire::ProcessingStatus::Canceling => "canceling",
-        satchel_wire::ProcessingStatus::Ended => "ended",
-    };
     let mut response = Body::from(page.lines).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -120,7 +115,10 @@ pub async fn settled(
         COMPLETE_HEADER,
         HeaderValue::from_static(if page.complete { "true" } else { "false" }),
     );
-    headers.insert(STATUS_HEADER, HeaderValue::from_static(status));
+    headers.insert(
+        STATUS_HEADER,
+        HeaderValue::from_static(page.status.as_str()),
+    );
     Ok(response)
 }
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use indicatif::{ProgressState, ProgressStyle};
-use satchel_client::{MessageBatch, ProcessingStatus, RequestCounts};
+use satchel_client::{MessageBatch, RequestCounts};
 use serde::Serialize;
 
 use super::Failure;
@@ -23,14 +23,6 @@ pub fn print_stdout(text: &str) -> Result<(), Failure> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::Other(format!("cannot write to stdout: {e}"))),
-    }
-}
-
-pub fn status_name(status: ProcessingStatus) -> &'static str {
-    match status {
-        ProcessingStatus::InProgress => "in_progress",
-        ProcessingStatus::Canceling => "canceling",
-        ProcessingStatus::Ended => "ended",
     }
 }
 
@@ -55,7 +47,7 @@ pub fn batch(batch: &MessageBatch, as_json: bool) -> Result<(), Failure> {
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let rows = vec![
         vec!["id".into(), batch.id.clone()],
-        vec!["status".into(), status_name(batch.processing_status).into()],
+        vec!["status".into(), batch.processing_status.as_str().into()],
         vec!["requests".into(), counts_line(&batch.request_counts)],
         vec!["created_at".into(), batch.created_at.to_string()],
         vec!["expires_at".into(), batch.expires_at.to_string()],
@@ -101,7 +93,7 @@ pub fn batches(batches: &[MessageBatch], as_json: bool) -> Result<(), Failure> {
             let c = &b.request_counts;
             vec![
                 b.id.clone(),
-                status_name(b.processing_status).into(),
+                b.processing_status.as_str().into(),
                 c.total().to_string(),
                 c.processing.to_string(),
                 c.succeeded.to_string(),

@@ -120,7 +120,7 @@ fn show(bar: &ProgressBar, batch: &MessageBatch) {
 fn message(status: ProcessingStatus, c: &RequestCounts) -> String {
     format!(
         "{} · succeeded {} · errored {} · canceled {} · expired {} · processing {}",
-        output::status_name(status),
+        status.as_str(),
         c.succeeded,
         c.errored,
         c.canceled,
