@@ -33,11 +33,16 @@ fn event_from(row: &Row, at: usize) -> Result<EventRecord, StoreError> {
     })
 }
 
-fn state_from(code: i16) -> DeliveryState {
+/// The state a stored code stands for; a code this version does not know is an error.
+fn state_from(code: i16) -> Result<DeliveryState, StoreError> {
     match code {
-        0 => DeliveryState::Pending,
-        1 => DeliveryState::Delivered,
-        _ => DeliveryState::Failed,
+        0 => Ok(DeliveryState::Pending),
+        1 => Ok(DeliveryState::Delivered),
+        2 => Ok(DeliveryState::Failed),
+        other => Err(StoreError::engine(
+            format!("unknown delivery state {other}"),
+            false,
+        )),
     }
 }
 
@@ -221,7 +226,7 @@ impl Outbox for PostgresOutbox {
             .map_err(engine)?;
         rows.iter()
             .map(|r| {
-                let state = state_from(r.try_get(2).map_err(engine)?);
+                let state = state_from(r.try_get(2).map_err(engine)?)?;
                 let status: Option<i32> = r.try_get(4).map_err(engine)?;
                 let last_attempt: Option<i64> = r.try_get(7).map_err(engine)?;
                 let next: i64 = r.try_get(8).map_err(engine)?;

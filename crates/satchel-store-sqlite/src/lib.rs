@@ -107,11 +107,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.with_writer(f))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(engine)
+        pool::write(&self.pool, f).await
     }
 
     /// Runs `f` with a reader connection on a blocking thread.
@@ -119,11 +115,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.with_reader(f))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(engine)
+        pool::read(&self.pool, f).await
     }
 }
 

@@ -14,7 +14,6 @@ use satchel_core::webhooks::{
 };
 use satchel_wire::Timestamp;
 
-use crate::engine;
 use crate::pool::Pool;
 
 pub(crate) const SCHEMA: &str = include_str!("outbox.sql");
@@ -28,22 +27,14 @@ impl SqliteOutbox {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.with_writer(f))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(engine)
+        crate::pool::write(&self.pool, f).await
     }
 
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.with_reader(f))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(engine)
+        crate::pool::read(&self.pool, f).await
     }
 }
 
@@ -59,11 +50,18 @@ fn event_from(row: &Row<'_>, at: usize) -> rusqlite::Result<EventRecord> {
     })
 }
 
-fn state_from(code: i64) -> DeliveryState {
+/// The state a stored code stands for; a code this version does not know is an error, never
+/// shown as something it is not.
+fn state_from(code: i64) -> rusqlite::Result<DeliveryState> {
     match code {
-        0 => DeliveryState::Pending,
-        1 => DeliveryState::Delivered,
-        _ => DeliveryState::Failed,
+        0 => Ok(DeliveryState::Pending),
+        1 => Ok(DeliveryState::Delivered),
+        2 => Ok(DeliveryState::Failed),
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Integer,
+            format!("unknown delivery state {other}").into(),
+        )),
     }
 }
 
@@ -199,7 +197,7 @@ fn deliveries(
             i64::from(limit) + 1
         ],
         |r| {
-            let state = state_from(r.get(2)?);
+            let state = state_from(r.get(2)?)?;
             Ok(DeliveryRecord {
                 delivery: r.get(0)?,
                 url: r.get(1)?,

@@ -9,12 +9,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use satchel_core::fairness::ClaimOrder;
 use satchel_core::model::{ClaimedRequest, ModelFilter};
+use satchel_core::store::StoreError;
 use satchel_wire::Timestamp;
 
 use crate::blobs::Blobs;
@@ -260,4 +261,32 @@ impl Pool {
         conn.busy_timeout(Duration::from_secs(10))?;
         Ok(conn)
     }
+}
+
+/// Runs `f` on the pool from a blocking thread: the one way async store code reaches SQLite.
+pub(crate) async fn blocking<T: Send + 'static>(
+    pool: &Arc<Pool>,
+    f: impl FnOnce(&Pool) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || f(&pool))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(crate::engine)
+}
+
+/// Runs `f` with the writer connection, from a blocking thread.
+pub(crate) async fn write<T: Send + 'static>(
+    pool: &Arc<Pool>,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    blocking(pool, move |pool| pool.with_writer(f)).await
+}
+
+/// Runs `f` with a reader connection, from a blocking thread.
+pub(crate) async fn read<T: Send + 'static>(
+    pool: &Arc<Pool>,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    blocking(pool, move |pool| pool.with_reader(f)).await
 }

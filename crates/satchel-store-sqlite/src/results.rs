@@ -209,11 +209,7 @@ impl Pages {
         &self,
         f: impl FnOnce(&Pool) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || f(&pool))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(engine)
+        crate::pool::blocking(&self.pool, f).await
     }
 }
 
