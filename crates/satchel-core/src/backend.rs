@@ -133,9 +133,11 @@ pub struct RequestContext<'a> {
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Makes one attempt at a request. Never panics on bad `params`: they become a failure.
-    /// A backend uses of `request` what it needs (the HTTP backends send its headers).
-    async fn send(&self, params: &RawValue, request: &RequestContext<'_>) -> Attempt;
+    /// Makes one attempt at a request whose `params` are the JSON text received at create
+    /// ([`ClaimedRequest::params`](crate::model::ClaimedRequest::params)). Never panics on bad
+    /// `params`: they become a failure. A backend uses of `request` what it needs (the HTTP
+    /// backends send its headers).
+    async fn send(&self, params: &str, request: &RequestContext<'_>) -> Attempt;
 
     /// Re-reads whatever the backend reads from files (on SIGHUP). A reload that fails keeps
     /// what was loaded before and says why in the log. Most backends read nothing.

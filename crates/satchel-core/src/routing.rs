@@ -87,7 +87,7 @@ impl Routes {
 
     /// The route for a request, or the failure that ends it: a missing `model`, or one that
     /// no backend serves (`not_found_error`, as the API answers an unknown model).
-    pub fn route(&self, params: &RawValue) -> Result<Routed, Failure> {
+    pub fn route(&self, params: &str) -> Result<Routed, Failure> {
         // With one catch-all route and no token limits there is nothing to read.
         if let [(patterns, route)] = self.table.as_slice()
             && !self.estimate_tokens
@@ -98,7 +98,7 @@ impl Routes {
                 estimated_tokens: 0,
             });
         }
-        let Ok(head) = serde_json::from_str::<Head<'_>>(params.get()) else {
+        let Ok(head) = serde_json::from_str::<Head<'_>>(params) else {
             return Err(Failure::fatal(
                 ErrorType::InvalidRequestError,
                 "Input should be a valid dictionary",
@@ -127,7 +127,7 @@ impl Routes {
             ));
         };
         let max_tokens = head.max_tokens.and_then(|n| n.as_u64()).unwrap_or(0);
-        let estimate = (params.get().len() as u64 / 4).saturating_add(max_tokens);
+        let estimate = (params.len() as u64 / 4).saturating_add(max_tokens);
         Ok(Routed {
             route: route.clone(),
             estimated_tokens: u32::try_from(estimate).unwrap_or(u32::MAX),
@@ -256,7 +256,11 @@ mod tests {
         let mut routes = Routes::new();
         routes.add(&["claude-*".into()], route("anthropic"));
         routes.add(&["qwen*".into(), "llama-?".into()], route("vllm"));
-        let name = |params: &str| routes.route(&raw(params)).map(|r| r.route.name.clone());
+        let name = |params: &str| {
+            routes
+                .route(raw(params).get())
+                .map(|r| r.route.name.clone())
+        };
         assert_eq!(
             name(r#"{"model":"claude-sonnet-4-5","max_tokens":1}"#).unwrap(),
             "anthropic"
@@ -281,7 +285,7 @@ mod tests {
         routes.add(&["*".into()], route("a"));
         routes.add(&["x".into()], route("b"));
         let params = raw(r#"{"model":"m","max_tokens":100,"messages":[]}"#);
-        let routed = routes.route(&params).unwrap();
+        let routed = routes.route(params.get()).unwrap();
         assert_eq!(routed.estimated_tokens, params.get().len() as u32 / 4 + 100);
     }
 }

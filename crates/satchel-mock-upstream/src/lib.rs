@@ -198,7 +198,7 @@ async fn messages(
             "invalid_request_error",
             "The request body is not valid JSON",
         ),
-        Some(params) => match satchel_core::emulator::reply(&params) {
+        Some(params) => match satchel_core::emulator::reply(params.get()) {
             Ok(message) => json_response(
                 StatusCode::OK,
                 serde_json::to_string(&message).unwrap_or_default(),

@@ -41,7 +41,7 @@ async fn create_prompted(store: &Arc<dyn Store>, group_by_prefix: bool, n: usize
 
 /// The system prompt number of a claimed request.
 fn group_of(claimed: &ClaimedRequest) -> String {
-    let params: serde_json::Value = serde_json::from_str(claimed.params.get()).unwrap();
+    let params: serde_json::Value = serde_json::from_str(&claimed.params).unwrap();
     params["system"].as_str().unwrap().to_owned()
 }
 

@@ -9,11 +9,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Pool;
-use satchel_core::model::{ClaimedRequest, ModelFilter, OutcomeKind, RequestKey, Settlement};
+use satchel_core::model::{
+    ClaimedRequest, ModelFilter, OutcomeKind, RequestKey, Settlement, claimed_params,
+};
 use satchel_core::result_line;
 use satchel_core::store::StoreError;
 use satchel_wire::{ErrorType, Timestamp};
-use serde_json::value::RawValue;
 
 use crate::PostgresStore;
 use crate::db::{connection, db_time, engine, wall};
@@ -167,7 +168,7 @@ pub(crate) async fn claim(
             *taken.entry(key.batch).or_default() += 1;
             let custom_id: String = row.try_get(3).map_err(engine)?;
             let params: Vec<u8> = row.try_get(4).map_err(engine)?;
-            match stored_params(params) {
+            match claimed_params(params) {
                 Ok(params) => claimed.push(ClaimedRequest {
                     request: key,
                     custom_id,
@@ -229,11 +230,6 @@ pub(crate) async fn claim(
 }
 
 /// The params bytes as read back, or what is wrong with them.
-fn stored_params(bytes: Vec<u8>) -> Result<Box<RawValue>, String> {
-    let text = String::from_utf8(bytes).map_err(|_| "the stored bytes are not UTF-8".to_owned())?;
-    RawValue::from_string(text).map_err(|_| "the stored bytes are not valid JSON".to_owned())
-}
-
 /// The leases as two arrays sorted by request id, so that every statement locking several
 /// queue rows locks them in the same order (two such transactions then never deadlock).
 fn sorted_keys(leases: &[RequestKey]) -> (Vec<i64>, Vec<i64>) {

@@ -6,10 +6,11 @@ use std::fs::File;
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use satchel_core::fairness::ClaimOrder;
-use satchel_core::model::{ClaimedRequest, ModelFilter, OutcomeKind, RequestKey, Settlement};
+use satchel_core::model::{
+    ClaimedRequest, ModelFilter, OutcomeKind, RequestKey, Settlement, claimed_params,
+};
 use satchel_core::result_line;
 use satchel_wire::{ErrorType, Timestamp};
-use serde_json::value::RawValue;
 
 use crate::blobs::Blobs;
 use crate::ops::settle_in;
@@ -184,8 +185,7 @@ pub(crate) fn claim(
 }
 
 /// The params bytes as read back from the store, or what is wrong with them.
-fn stored_params(bytes: std::io::Result<Vec<u8>>) -> Result<Box<RawValue>, String> {
+fn stored_params(bytes: std::io::Result<Vec<u8>>) -> Result<Box<str>, String> {
     let bytes = bytes.map_err(|e| format!("the params file could not be read: {e}"))?;
-    let text = String::from_utf8(bytes).map_err(|_| "the stored bytes are not UTF-8".to_owned())?;
-    RawValue::from_string(text).map_err(|_| "the stored bytes are not valid JSON".to_owned())
+    claimed_params(bytes)
 }

@@ -91,7 +91,7 @@ async fn run_all(store: &SqliteStore, n: usize) {
         assert!(!claimed.is_empty());
         for c in &claimed {
             let i: usize = c.custom_id[1..].parse().unwrap();
-            assert_eq!(c.params.get(), params(i), "params of {}", c.custom_id);
+            assert_eq!(&*c.params, params(i), "params of {}", c.custom_id);
         }
         seen += claimed.len();
         let settled = claimed
@@ -275,6 +275,6 @@ async fn a_lost_params_file_does_not_stop_other_batches() {
     assert!(
         claimed
             .iter()
-            .all(|c| c.params.get() == params(c.custom_id[1..].parse().unwrap()))
+            .all(|c| &*c.params == params(c.custom_id[1..].parse().unwrap()))
     );
 }

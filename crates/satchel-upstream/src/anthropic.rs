@@ -48,11 +48,11 @@ impl AnthropicBackend {
 
 #[async_trait]
 impl Backend for AnthropicBackend {
-    async fn send(&self, params: &RawValue, request_context: &RequestContext<'_>) -> Attempt {
+    async fn send(&self, params: &str, request_context: &RequestContext<'_>) -> Attempt {
         let headers = request_context.headers;
         let mut request = self
             .endpoint
-            .post(params.get().to_owned())
+            .post(params.to_owned())
             .header("anthropic-version", self.version(headers));
         if let Some(beta) = &headers.beta {
             request = request.header("anthropic-beta", beta);
@@ -67,12 +67,9 @@ impl Backend for AnthropicBackend {
             Ok(body) => body,
             Err(failure) => return Attempt::Failed(failure),
         };
-        let text = match String::from_utf8(body.to_vec()) {
-            Ok(text) => text,
-            Err(e) => return Attempt::Failed(http::malformed(e)),
-        };
-        match RawValue::from_string(text) {
-            Ok(message) if message.get().trim_start().starts_with('{') => Attempt::Message(message),
+        // One pass checks the bytes are UTF-8 and JSON, and copies them once.
+        match serde_json::from_slice::<Box<RawValue>>(&body) {
+            Ok(message) if message.get().starts_with('{') => Attempt::Message(message),
             Ok(_) => Attempt::Failed(http::malformed("not a JSON object")),
             Err(e) => Attempt::Failed(http::malformed(e)),
         }

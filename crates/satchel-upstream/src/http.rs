@@ -35,12 +35,15 @@ impl Default for HttpOptions {
 pub enum UpstreamError {
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("`{0}` is not a valid upstream URL: {1}")]
+    Url(String, url::ParseError),
 }
 
 /// One upstream endpoint: its URL, the key to send, and a pooled client.
 pub(crate) struct Endpoint {
     pub http: reqwest::Client,
-    pub url: String,
+    /// Parsed once: a request built from a `&str` parses it again each time.
+    pub url: reqwest::Url,
     pub api_key: Option<String>,
     pub options: HttpOptions,
 }
@@ -53,9 +56,11 @@ impl Endpoint {
         api_key: Option<String>,
         options: HttpOptions,
     ) -> Result<Self, UpstreamError> {
+        let url = crate::endpoint(base_url, path);
+        let url = reqwest::Url::parse(&url).map_err(|e| UpstreamError::Url(url, e))?;
         Ok(Self {
             http: client(&options)?,
-            url: crate::endpoint(base_url, path),
+            url,
             api_key,
             options,
         })
@@ -64,7 +69,7 @@ impl Endpoint {
     /// A JSON POST of `body` to the endpoint.
     pub fn post(&self, body: String) -> reqwest::RequestBuilder {
         self.http
-            .post(&self.url)
+            .post(self.url.clone())
             .header("content-type", "application/json")
             .body(body)
     }
@@ -90,16 +95,18 @@ pub(crate) async fn exchange(
         .await
         .map_err(|e| transport_failure(&e, options))?;
     let status = response.status();
+    if status.is_success() {
+        return response
+            .bytes()
+            .await
+            .map_err(|e| transport_failure(&e, options));
+    }
     let headers = response.headers().clone();
     let body = response
         .bytes()
         .await
         .map_err(|e| transport_failure(&e, options))?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(status_failure(status, &headers, &body))
-    }
+    Err(status_failure(status, &headers, &body))
 }
 
 /// A transport failure: the connection failed, was reset, or the upstream did not answer in

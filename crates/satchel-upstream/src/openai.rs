@@ -5,7 +5,6 @@ use async_trait::async_trait;
 use satchel_core::{Attempt, Backend, Failure, RequestContext};
 use satchel_wire::{ErrorType, ids};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::http::{self, Endpoint, HttpOptions, UpstreamError};
 use crate::translate;
@@ -29,8 +28,8 @@ impl OpenAiBackend {
 #[async_trait]
 impl Backend for OpenAiBackend {
     /// The create call's Anthropic headers have no Chat Completions equivalent: not sent.
-    async fn send(&self, params: &RawValue, _request: &RequestContext<'_>) -> Attempt {
-        let params: Value = match serde_json::from_str(params.get()) {
+    async fn send(&self, params: &str, _request: &RequestContext<'_>) -> Attempt {
+        let params: Value = match serde_json::from_str(params) {
             Ok(params) => params,
             Err(e) => {
                 return Attempt::Failed(Failure::fatal(

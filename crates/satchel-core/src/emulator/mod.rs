@@ -73,7 +73,7 @@ impl Emulator {
 
 #[async_trait]
 impl Backend for Emulator {
-    async fn send(&self, params: &RawValue, request: &RequestContext<'_>) -> Attempt {
+    async fn send(&self, params: &str, request: &RequestContext<'_>) -> Attempt {
         let scripted = self
             .fixtures
             .as_ref()
@@ -149,8 +149,8 @@ fn finish(
     serde_json::value::to_raw_value(&value).map_err(|e| e.to_string())
 }
 
-/// Validates `params` and builds the emulator's reply.
-pub fn reply(params: &RawValue) -> Result<Message, Invalid> {
+/// Validates `params` (JSON text) and builds the emulator's reply.
+pub fn reply(params: &str) -> Result<Message, Invalid> {
     params::parse(params).map(|request| compose::compose(&request))
 }
 
@@ -164,8 +164,8 @@ mod tests {
 
     use super::*;
 
-    fn raw(json: &str) -> Box<RawValue> {
-        RawValue::from_string(json.to_owned()).unwrap()
+    fn raw(json: &str) -> String {
+        json.to_owned()
     }
 
     fn context() -> RequestContext<'static> {

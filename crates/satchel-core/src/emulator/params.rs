@@ -156,8 +156,8 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 /// Validates `params`.
-pub fn parse(params: &RawValue) -> Result<Request<'_>, Invalid> {
-    let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(params.get()) else {
+pub fn parse(params: &str) -> Result<Request<'_>, Invalid> {
+    let Ok(Fields(fields)) = serde_json::from_str::<Fields<'_>>(params) else {
         return invalid("Input should be a valid dictionary");
     };
     // A repeated key counts once, with its last value (as a JSON object read into a map).

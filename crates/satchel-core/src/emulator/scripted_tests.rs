@@ -5,7 +5,6 @@ use std::io::Write;
 
 use satchel_wire::ErrorType;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::{Emulator, EmulatorConfig};
 use crate::backend::{Attempt, Backend, RequestContext, Retry};
@@ -38,8 +37,8 @@ fn emulator(rules: &str) -> (Emulator, tempfile::NamedTempFile) {
 
 const HI: &str = r#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
 
-fn params(text: &str) -> Box<RawValue> {
-    RawValue::from_string(text.to_owned()).unwrap()
+fn params(text: &str) -> String {
+    text.to_owned()
 }
 
 async fn send(emulator: &Emulator, custom_id: &'static str, text: &str) -> Attempt {

@@ -159,7 +159,7 @@ impl Store for FakeStore {
                     lease: token,
                 },
                 custom_id: format!("r{id}"),
-                params: RawValue::from_string(format!(r#"{{"model":"m","n":{id}}}"#)).unwrap(),
+                params: format!(r#"{{"model":"m","n":{id}}}"#).into(),
                 upstream_headers: None,
             })
             .collect())
@@ -285,8 +285,8 @@ impl Scripted {
 
 #[async_trait]
 impl Backend for Scripted {
-    async fn send(&self, params: &RawValue, _request: &RequestContext<'_>) -> Attempt {
-        let n: i64 = serde_json::from_str::<serde_json::Value>(params.get()).unwrap()["n"]
+    async fn send(&self, params: &str, _request: &RequestContext<'_>) -> Attempt {
+        let n: i64 = serde_json::from_str::<serde_json::Value>(params).unwrap()["n"]
             .as_i64()
             .unwrap();
         *self.sends.lock().unwrap().entry(n).or_default() += 1;
