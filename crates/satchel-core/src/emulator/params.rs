@@ -100,13 +100,38 @@ struct Turn<'a> {
     content: Option<&'a RawValue>,
 }
 
-/// The blocks of a turn's content, as far as validation looks at them.
+/// The blocks of a turn's content, as far as validation looks at them. `text` stays raw:
+/// validation only asks whether it is a non-empty string, which its bytes tell without
+/// unescaping them.
 #[derive(Deserialize)]
 struct Block<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    text: Option<&'a RawValue>,
+}
+
+/// How a JSON value (valid, as a `RawValue` is) reads as a string: not one, empty, or not.
+/// Told from its first bytes, without reading the string again.
+#[derive(PartialEq, Eq)]
+enum Text {
+    NotAString,
+    Empty,
+    NonEmpty,
+}
+
+impl Block<'_> {
+    fn text_not_a_string(&self) -> bool {
+        self.text.is_some_and(|t| text_kind(t) == Text::NotAString)
+    }
+}
+
+fn text_kind(raw: &RawValue) -> Text {
+    match raw.get() {
+        "\"\"" => Text::Empty,
+        json if json.starts_with('"') => Text::NonEmpty,
+        _ => Text::NotAString,
+    }
 }
 
 /// The top-level fields of params in their order, values unparsed: a list, not a map (there
@@ -281,30 +306,40 @@ fn lax_int(raw: &RawValue) -> Option<i64> {
 /// A turn's content: a non-empty string or a non-empty list of blocks, text blocks
 /// non-empty. Only the final assistant turn (a prefill) may be empty.
 fn check_content(content: &RawValue, i: usize, final_assistant: bool) -> Result<(), Invalid> {
-    if let Ok(text) = serde_json::from_str::<Cow<'_, str>>(content.get()) {
-        if text.is_empty() && !final_assistant {
+    match text_kind(content) {
+        Text::Empty if !final_assistant => {
             return invalid(
                 "messages: all messages must have non-empty content except for the optional final assistant message",
             );
         }
-        return Ok(());
+        Text::Empty | Text::NonEmpty => return Ok(()),
+        Text::NotAString => {}
     }
-    let Ok(blocks) = serde_json::from_str::<Vec<Block<'_>>>(content.get()) else {
-        return invalid(format!(
+    let not_content = || {
+        invalid(format!(
             "messages.{i}.content: Input should be a valid string or list of content blocks"
-        ));
+        ))
+    };
+    let Ok(blocks) = serde_json::from_str::<Vec<Block<'_>>>(content.get()) else {
+        return not_content();
     };
     if blocks.is_empty() && !final_assistant {
         return invalid(
             "messages: all messages must have non-empty content except for the optional final assistant message",
         );
     }
+    // Any block's `text` must be a string (as when blocks were read with string texts).
+    if blocks.iter().any(Block::text_not_a_string) {
+        return not_content();
+    }
     for (j, block) in blocks.iter().enumerate() {
         match block.kind.as_deref() {
             None => return invalid(format!("messages.{i}.content.{j}.type: Field required")),
-            Some("text") => match block.text.as_deref() {
+            Some("text") => match block.text.map(text_kind) {
                 None => return invalid(format!("messages.{i}.content.{j}.text: Field required")),
-                Some("") => return invalid("messages: text content blocks must be non-empty"),
+                Some(Text::Empty) => {
+                    return invalid("messages: text content blocks must be non-empty");
+                }
                 Some(_) => {}
             },
             Some(_) => {}
@@ -314,17 +349,21 @@ fn check_content(content: &RawValue, i: usize, final_assistant: bool) -> Result<
 }
 
 fn check_system(system: &RawValue) -> Result<(), Invalid> {
-    if system.get() == "null" || serde_json::from_str::<Cow<'_, str>>(system.get()).is_ok() {
+    if system.get() == "null" || text_kind(system) != Text::NotAString {
         return Ok(());
     }
-    let Ok(blocks) = serde_json::from_str::<Vec<Block<'_>>>(system.get()) else {
+    let blocks = serde_json::from_str::<Vec<Block<'_>>>(system.get());
+    let Some(blocks) = blocks
+        .ok()
+        .filter(|b| !b.iter().any(Block::text_not_a_string))
+    else {
         return invalid("system: Input should be a valid string or list of text blocks");
     };
     for (j, block) in blocks.iter().enumerate() {
         if block.kind.as_deref() != Some("text") {
             return invalid(format!("system.{j}.type: Input should be 'text'"));
         }
-        if block.text.as_deref().is_none_or(str::is_empty) {
+        if block.text.is_none_or(|t| text_kind(t) == Text::Empty) {
             return invalid("system: text content blocks must be non-empty");
         }
     }
