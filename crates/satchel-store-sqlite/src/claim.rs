@@ -2,8 +2,6 @@
 //! their params read from the row or the batch's params file. A request whose params cannot
 //! be read ends `errored` in the same transaction rather than being handed out.
 
-use std::fs::File;
-
 use rusqlite::{Connection, TransactionBehavior, params};
 use satchel_core::fairness::ClaimOrder;
 use satchel_core::model::{
@@ -119,8 +117,27 @@ pub(crate) fn claim(
                 let ids: Vec<i64> = picked.iter().map(|(id, ..)| *id).collect();
                 let ids = serde_json::to_string(&ids).unwrap_or_default();
                 take.execute(params![ids, until.as_micros(), token, owner])?;
-                // The batch's params file, opened on its first request stored there.
-                let mut file: Option<std::io::Result<File>> = None;
+                // The params of those stored in the batch's file, read together.
+                let spans: Vec<(u64, usize)> = picked
+                    .iter()
+                    .filter_map(|(_, _, stored)| match stored {
+                        Stored::File(at, len) => Some((*at as u64, (*len).max(0) as usize)),
+                        Stored::Inline(_) => None,
+                    })
+                    .collect();
+                let mut from_file = if spans.is_empty() {
+                    Vec::new()
+                } else {
+                    let first: i64 = first_request.query_row([pk], |r| r.get(0))?;
+                    match blobs.open(first) {
+                        Ok(file) => Blobs::read_spans(&file, &spans),
+                        Err(e) => spans
+                            .iter()
+                            .map(|_| Err(std::io::Error::new(e.kind(), e.to_string())))
+                            .collect(),
+                    }
+                }
+                .into_iter();
                 // The batch's upstream headers, read on its first request claimed.
                 let mut headers: Option<Option<String>> = None;
                 for (request_id, custom_id, stored) in picked {
@@ -131,17 +148,9 @@ pub(crate) fn claim(
                     };
                     let bytes = match stored {
                         Stored::Inline(bytes) => Ok(bytes),
-                        Stored::File(at, len) => {
-                            if file.is_none() {
-                                let first: i64 = first_request.query_row([pk], |r| r.get(0))?;
-                                file = Some(blobs.open(first));
-                            }
-                            match &file {
-                                Some(Ok(file)) => Blobs::read(file, at as u64, len.max(0) as usize),
-                                Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                                None => Ok(Vec::new()),
-                            }
-                        }
+                        Stored::File(..) => from_file.next().unwrap_or_else(|| {
+                            Err(std::io::Error::other("a params span was not read"))
+                        }),
                     };
                     match stored_params(bytes) {
                         Ok(params) => {

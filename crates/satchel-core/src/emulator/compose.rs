@@ -190,7 +190,10 @@ fn echo(
         None => (source, None),
     };
     // Longer than `max_chars` characters iff there is a character at that index: cut there.
-    if let Some((cut, _)) = candidate.char_indices().nth(max_chars) {
+    // (No more bytes than that means no more characters: nothing to walk.)
+    if candidate.len() > max_chars
+        && let Some((cut, _)) = candidate.char_indices().nth(max_chars)
+    {
         return (candidate[..cut].to_owned(), "max_tokens", None);
     }
     match stop {
