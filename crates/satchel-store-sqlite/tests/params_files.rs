@@ -275,6 +275,6 @@ async fn a_lost_params_file_does_not_stop_other_batches() {
     assert!(
         claimed
             .iter()
-            .all(|c| &*c.params == params(c.custom_id[1..].parse().unwrap()))
+            .all(|c| *c.params == params(c.custom_id[1..].parse().unwrap()))
     );
 }
