@@ -106,7 +106,7 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
         .ratio(format!(
             "{} SQLite's rate; {}",
             fmt_x(secs(sqlite.to_ended) / secs(one.to_ended)),
-            busy(&one)
+            busy(&one, n)
         ))
         .target("≥ 5,000 requests/s", rate(one.to_ended) >= 5_000.0),
         Row::new(
@@ -122,7 +122,7 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
         .ratio(format!(
             "{} one node; {}",
             fmt_x(secs(one.to_ended) / secs(two.to_ended)),
-            busy(&two)
+            busy(&two, n)
         ))
         // Issue 9's target: a second node adds at least half a node's throughput.
         .target(
@@ -173,16 +173,24 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
 /// How the machine's cores were spent from create to `ended`: the nodes' and the cluster's
 /// CPU time, other processes' (the machine may be shared) and idle, as shares of the wall
 /// time on all cores. Idle cores during a run mean it waits on something else than CPU.
-fn busy(run: &PgRun) -> String {
+/// And the CPU time a request cost (nodes and cluster), which bounds the rate the cores
+/// allow whatever the number of nodes.
+fn busy(run: &PgRun, n: usize) -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let share = |cpu: f64| 100.0 * cpu / secs(run.to_ended) / cores;
     let others = 100.0 - share(run.cpu.total()) - share(run.cpu.idle);
+    let per_request = run.cpu.total() / n as f64;
     format!(
-        "CPU of {cores} cores: satchel {:.0}%, PostgreSQL {:.0}%, other processes {:.0}%, idle {:.0}%",
+        "CPU of {cores} cores: satchel {:.0}%, PostgreSQL {:.0}%, other processes {:.0}%, idle {:.0}%; \
+         {:.0} µs CPU a request (satchel {:.0} + PostgreSQL {:.0}): at most {} on {cores} free cores",
         share(run.cpu.satchel),
         share(run.cpu.postgres),
         others.max(0.0),
-        share(run.cpu.idle)
+        share(run.cpu.idle),
+        per_request * 1e6,
+        run.cpu.satchel / n as f64 * 1e6,
+        run.cpu.postgres / n as f64 * 1e6,
+        fmt_rate(cores / per_request)
     )
 }
 
