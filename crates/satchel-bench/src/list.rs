@@ -21,7 +21,7 @@ use crate::proc::Proc;
 use crate::report::{Row, fmt_ms, fmt_rate, fmt_rss, fmt_s, fmt_x, percentile, thousands};
 use crate::{Settings, batch};
 
-const CREATE_CONCURRENCY: usize = 32;
+pub const CREATE_CONCURRENCY: usize = 32;
 
 struct Level {
     stored: usize,
@@ -41,6 +41,53 @@ fn tiny_body(i: usize) -> Bytes {
     ))
 }
 
+/// Creates one tiny batch for each of `numbers` over HTTP, [`CREATE_CONCURRENCY`] at a time,
+/// as many clients would, and waits for the last created to end (they run on the emulator in
+/// creation order, so the store then holds them all with their results). Returns the time
+/// the creates took.
+pub async fn fill(api: &Api, numbers: std::ops::Range<usize>) -> Result<Duration> {
+    let started = Instant::now();
+    let mut creates = futures::stream::iter(numbers)
+        .map(|i| {
+            let api = api.clone();
+            async move { api.create(tiny_body(i)).await }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY);
+    let mut last = None;
+    while let Some(created) = creates.next().await {
+        last = Some(created?);
+    }
+    drop(creates);
+    let took = started.elapsed();
+    if let Some(last) = last {
+        api.wait_ended(
+            &api::id_of(&last)?,
+            Duration::from_millis(20),
+            Duration::from_secs(600),
+        )
+        .await?;
+    }
+    Ok(took)
+}
+
+/// p50 and p99 of `calls` lists of the newest page (`limit=20`) in a row on one keep-alive
+/// connection, after a few unmeasured ones; every page must be full.
+pub async fn list_latency(api: &Api, calls: usize, stored: usize) -> Result<(f64, f64)> {
+    for _ in 0..20 {
+        api.list(20).await?;
+    }
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        let page = api.list(20).await?;
+        samples.push(secs_of(started.elapsed()));
+        if page["data"].as_array().map_or(0, Vec::len) != 20.min(stored) {
+            bail!("list returned a short page: {page}");
+        }
+    }
+    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+}
+
 pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
     let db = settings.work.join("list.db");
     let mut server = Proc::serve(&settings.satchel, &db, &[]).await?;
@@ -49,34 +96,15 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
     let mut levels = Vec::new();
     let mut fill_time = Duration::ZERO;
     for &target in &settings.list_levels {
-        let started = Instant::now();
-        let mut creates = futures::stream::iter(stored..target)
-            .map(|i| {
-                let api = api.clone();
-                async move { api.create(tiny_body(i)).await }
-            })
-            .buffer_unordered(CREATE_CONCURRENCY);
-        let mut last = None;
-        while let Some(created) = creates.next().await {
-            last = Some(created?);
-        }
-        drop(creates);
-        fill_time += started.elapsed();
+        let took = fill(&api, stored..target).await?;
+        fill_time += took;
         eprintln!(
             "[list] {} batches stored ({} in {})",
             thousands(target as u64),
-            fmt_rate((target - stored) as f64 / secs_of(started.elapsed())),
-            fmt_s(secs_of(started.elapsed()))
+            fmt_rate((target - stored) as f64 / secs_of(took)),
+            fmt_s(secs_of(took))
         );
         stored = target;
-        if let Some(last) = last {
-            api.wait_ended(
-                &api::id_of(&last)?,
-                Duration::from_millis(20),
-                Duration::from_secs(600),
-            )
-            .await?;
-        }
         server.check_alive()?;
         let filling_rss_kb = server.rss_kb()?;
 
@@ -85,22 +113,11 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
         drop(server);
         server = Proc::serve(&settings.satchel, &db, &[]).await?;
         api = Api::new(server.url(""))?;
-        for _ in 0..20 {
-            api.list(20).await?;
-        }
-        let mut samples = Vec::with_capacity(settings.list_calls);
-        for _ in 0..settings.list_calls {
-            let started = Instant::now();
-            let page = api.list(20).await?;
-            samples.push(secs_of(started.elapsed()));
-            if page["data"].as_array().map_or(0, Vec::len) != 20.min(stored) {
-                bail!("list returned a short page: {page}");
-            }
-        }
+        let (p50, p99) = list_latency(&api, settings.list_calls, stored).await?;
         let level = Level {
             stored,
-            p50: percentile(&samples, 0.5),
-            p99: percentile(&samples, 0.99),
+            p50,
+            p99,
             rss_kb: server.rss_kb()?,
             peak_kb: server.peak_rss_kb()?,
             filling_rss_kb,
@@ -194,6 +211,6 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn secs_of(d: Duration) -> f64 {
+pub fn secs_of(d: Duration) -> f64 {
     d.as_secs_f64().max(1e-9)
 }

@@ -17,7 +17,9 @@
 //! - `real-model`: output tokens/s on llama.cpp's server with a small real model, through
 //!   Satchel and straight from the asyncio script (`real_model`; skipped without the model).
 //! - `postgres`: the same big batch on the PostgreSQL engine (a throwaway cluster), one node
-//!   and two, beside a binary COPY floor and the SQLite engine in the same run (`postgres`).
+//!   and two, beside a binary COPY floor and the SQLite engine in the same run, with the CPU
+//!   time the nodes and the cluster spent (`cpu`); and list latency with 100,000 batches
+//!   stored (`postgres`).
 //!
 //! `--quick` shrinks every size so the whole run takes seconds; CI runs it so the bench
 //! never rots. Nothing here asserts timings: the table says which targets are met.
@@ -25,6 +27,7 @@
 mod api;
 mod baselines;
 mod batch;
+mod cpu;
 mod list;
 mod postgres;
 mod prefix;
@@ -108,6 +111,8 @@ pub struct Settings {
     pub wrk_seconds: u32,
     pub list_levels: Vec<usize>,
     pub list_calls: usize,
+    /// Batches stored before listing on PostgreSQL.
+    pub postgres_list_batches: usize,
     /// The real-model section's small run (a few dozen requests, one round).
     pub quick_real_model: bool,
     /// How long after the first results download the big batch's is made again.
@@ -135,6 +140,7 @@ impl Settings {
                 wrk_seconds: 1,
                 list_levels: vec![100, 1_000],
                 list_calls: 100,
+                postgres_list_batches: 300,
                 quick_real_model: true,
                 results_again_after: Duration::from_secs(1),
             }
@@ -152,6 +158,7 @@ impl Settings {
                 wrk_seconds: 10,
                 list_levels: vec![1_000, 10_000, 100_000],
                 list_calls: 2_000,
+                postgres_list_batches: 100_000,
                 quick_real_model: false,
                 results_again_after: Duration::from_secs(10),
             }

@@ -4,7 +4,8 @@
 //!
 //! Baselines: the *COPY floor*, the least a create on PostgreSQL implies (parse the body,
 //! then binary `COPY` its custom ids and params into a bare table of the same shape in one
-//! transaction, from this process), and the SQLite engine on the same body.
+//! transaction, from this process), and the SQLite engine on the same body. Then list
+//! latency with many tiny batches stored, filled as the list section fills SQLite.
 
 use std::time::{Duration, Instant};
 
@@ -17,15 +18,18 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
 use crate::api::{self, Api};
-use crate::batch;
+use crate::cpu::{CpuTime, Meter};
 use crate::proc::Proc;
-use crate::report::{Row, fmt_mb, fmt_mbps, fmt_rate, fmt_s, fmt_x, secs, thousands};
+use crate::report::{Row, fmt_mb, fmt_mbps, fmt_ms, fmt_rate, fmt_s, fmt_x, secs, thousands};
 use crate::{Settings, workload};
+use crate::{batch, list};
 
 /// What one run on PostgreSQL measured.
 struct PgRun {
     create: Duration,
     to_ended: Duration,
+    /// CPU spent from create to `ended`, by the nodes and by the cluster.
+    cpu: CpuTime,
     results: Duration,
     results_bytes: u64,
 }
@@ -57,6 +61,11 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
     let one = run(settings, &cluster.create_database(), body.clone(), n, 1).await?;
     eprintln!("[postgres] two nodes");
     let two = run(settings, &cluster.create_database(), body, n, 2).await?;
+    eprintln!(
+        "[postgres] list with {} batches stored",
+        thousands(settings.postgres_list_batches as u64)
+    );
+    let listed = list_run(settings, &cluster.create_database()).await?;
     let floor_total = secs(floor.parse + floor.copy);
     let rate = |d: Duration| n as f64 / secs(d);
 
@@ -95,8 +104,9 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
             fmt_rate(rate(sqlite.to_ended))
         ))
         .ratio(format!(
-            "{} SQLite's rate",
-            fmt_x(secs(sqlite.to_ended) / secs(one.to_ended))
+            "{} SQLite's rate; {}",
+            fmt_x(secs(sqlite.to_ended) / secs(one.to_ended)),
+            busy(&one, n)
         ))
         .target("≥ 5,000 requests/s", rate(one.to_ended) >= 5_000.0),
         Row::new(
@@ -110,8 +120,9 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
         ))
         .baseline(format!("one node {}", fmt_rate(rate(one.to_ended))))
         .ratio(format!(
-            "{} one node",
-            fmt_x(secs(one.to_ended) / secs(two.to_ended))
+            "{} one node; {}",
+            fmt_x(secs(one.to_ended) / secs(two.to_ended)),
+            busy(&two, n)
         ))
         // Issue 9's target: a second node adds at least half a node's throughput.
         .target(
@@ -142,7 +153,70 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
             "≥ 300 MB/s",
             one.results_bytes as f64 / secs(one.results) >= 300e6,
         ),
+        Row::new(
+            "postgres",
+            format!(
+                "list (limit 20) p50 / p99, {} batches stored on PostgreSQL",
+                thousands(listed.stored as u64)
+            ),
+        )
+        .satchel(format!("{} / {}", fmt_ms(listed.p50), fmt_ms(listed.p99)))
+        .baseline(format!(
+            "filled over HTTP, {} at a time: {}",
+            list::CREATE_CONCURRENCY,
+            fmt_rate(listed.stored as f64 / secs(listed.fill))
+        ))
+        .target("p99 < 5 ms", listed.p99 < 0.005),
     ])
+}
+
+/// How the machine's cores were spent from create to `ended`: the nodes' and the cluster's
+/// CPU time, other processes' (the machine may be shared) and idle, as shares of the wall
+/// time on all cores. Idle cores during a run mean it waits on something else than CPU.
+/// And the CPU time a request cost (nodes and cluster), which bounds the rate the cores
+/// allow whatever the number of nodes.
+fn busy(run: &PgRun, n: usize) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let share = |cpu: f64| 100.0 * cpu / secs(run.to_ended) / cores;
+    let others = 100.0 - share(run.cpu.total()) - share(run.cpu.idle);
+    let per_request = run.cpu.total() / n as f64;
+    format!(
+        "CPU of {cores} cores: satchel {:.0}%, PostgreSQL {:.0}%, other processes {:.0}%, idle {:.0}%; \
+         {:.0} µs CPU a request (satchel {:.0} + PostgreSQL {:.0}): at most {} on {cores} free cores",
+        share(run.cpu.satchel),
+        share(run.cpu.postgres),
+        others.max(0.0),
+        share(run.cpu.idle),
+        per_request * 1e6,
+        run.cpu.satchel / n as f64 * 1e6,
+        run.cpu.postgres / n as f64 * 1e6,
+        fmt_rate(cores / per_request)
+    )
+}
+
+/// What the list run measured.
+struct Listed {
+    stored: usize,
+    fill: Duration,
+    p50: f64,
+    p99: f64,
+}
+
+/// A node on a fresh database, filled with tiny batches as the list section fills SQLite,
+/// then listed.
+async fn list_run(settings: &Settings, url: &str) -> Result<Listed> {
+    let stored = settings.postgres_list_batches;
+    let log = settings.work.join("pg-list-node.log");
+    let node = Proc::serve_shared(&settings.satchel, url, "bench-list", log).await?;
+    let api = Api::new(node.url(""))?;
+    let fill = list::fill(&api, 0..stored).await?;
+    let (p50, p99) = list::list_latency(&api, settings.list_calls, stored).await?;
+    Ok(Listed {
+        stored,
+        fill,
+        p50,
+        p99,
+    })
 }
 
 #[derive(Deserialize)]
@@ -194,6 +268,23 @@ async fn copy_floor(url: &str, body: &[u8]) -> Result<CopyFloor> {
     Ok(CopyFloor { parse, copy })
 }
 
+/// The CPU meter of `procs` and the cluster of `url` (found through a backend's parent).
+async fn meter(url: &str, procs: &[Proc]) -> Result<Meter> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await?
+        .try_get(0)?;
+    let meter = Meter::new(
+        procs.iter().map(Proc::pid).collect(),
+        u32::try_from(backend)?,
+    );
+    drop(client);
+    let _ = driver.await;
+    meter
+}
+
 /// The batch on `nodes` fresh nodes sharing `url`: created on the first, waited for, and
 /// downloaded from the last.
 async fn run(settings: &Settings, url: &str, body: Bytes, n: usize, nodes: usize) -> Result<PgRun> {
@@ -203,15 +294,18 @@ async fn run(settings: &Settings, url: &str, body: Bytes, n: usize, nodes: usize
         procs.push(Proc::serve_shared(&settings.satchel, url, &format!("bench-{i}"), log).await?);
     }
     let first = Api::new(procs[0].url(""))?;
+    let meter = meter(url, &procs).await?;
     batch::settle_disk();
     let started = Instant::now();
     let created = first.create(body).await?;
     let create = started.elapsed();
     let id = api::id_of(&created)?;
     let created_at = Instant::now();
+    let cpu_at_create = meter.read()?;
     let (ended, seen) = first
         .wait_ended(&id, Duration::from_millis(5), Duration::from_secs(3_600))
         .await?;
+    let cpu = meter.read()? - cpu_at_create;
     let to_ended = seen - created_at;
     let succeeded = api::count_of(&ended, "succeeded");
     if succeeded != n as u64 {
@@ -222,6 +316,7 @@ async fn run(settings: &Settings, url: &str, body: Bytes, n: usize, nodes: usize
     Ok(PgRun {
         create,
         to_ended,
+        cpu,
         results: download.elapsed,
         results_bytes: download.bytes,
     })

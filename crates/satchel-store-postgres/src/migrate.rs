@@ -16,6 +16,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("migrations/0003_prefix_groups.sql")),
     // The webhook outbox.
     (4, include_str!("migrations/0004_webhooks.sql")),
+    // Claims read only the rows they take (two partial indexes by batch).
+    (5, include_str!("migrations/0005_unleased_index.sql")),
 ];
 
 /// The advisory lock key that serialises migrations ("satchel-migrate").

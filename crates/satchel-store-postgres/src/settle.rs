@@ -94,13 +94,11 @@ pub(crate) async fn end_unleased(
     limit: i64,
 ) -> Result<u64, StoreError> {
     let (prefix, suffix) = terminal_line_parts(kind);
-    let statement = tx
-        .prepare_cached(&format!(
-            "WITH gone AS (
-                 DELETE FROM queue WHERE request_id = ANY(ARRAY(
-                     SELECT request_id FROM queue
-                     WHERE batch_pk = $1 AND lease_until <= {now}
-                     ORDER BY prefix, request_id LIMIT $4 FOR UPDATE SKIP LOCKED))
+    // Unprepared, like the claim it shares `runnable_rows` with (see there): planned for the
+    // queue as it is, not as it was when a cached plan was made.
+    let statement = format!(
+        "WITH gone AS (
+                 DELETE FROM queue WHERE request_id = ANY(ARRAY({unleased}))
                  RETURNING request_id
              ), ins AS (
                  INSERT INTO results (request_id, line)
@@ -109,13 +107,12 @@ pub(crate) async fn end_unleased(
                  RETURNING 1
              )
              SELECT count(*) FROM ins",
-            now = db_time("$2", "$3")
-        ))
-        .await
-        .map_err(engine)?;
+        unleased =
+            crate::claim::runnable_rows("$1::bigint", &db_time("$2", "$3"), "", "$4::bigint")
+    );
     let ended: i64 = tx
         .query_one(
-            &statement,
+            statement.as_str(),
             &[
                 &pk,
                 &now.as_micros(),

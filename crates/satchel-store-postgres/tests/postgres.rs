@@ -314,3 +314,75 @@ async fn housekeeping_removes_only_dead_nodes_half_ingested_batches() {
     survivor.archive(later, later).await.unwrap();
     assert_eq!(count("batches").await, 1);
 }
+
+/// One batch of `n` requests whose first `leased` in claim order (prefix, request_id) are
+/// leased far into the future, the rest runnable: what the claim sees when many requests of
+/// a big batch are in flight at once.
+async fn leased_head(client: &tokio_postgres::Client, n: i64, leased: i64) {
+    client
+        .batch_execute(&format!(
+            "INSERT INTO batches (id, workspace, state, first_request, request_count, processing,
+                                  created_at, expires_at)
+             VALUES ('big', 'w', 1, 4294967296, {n}, {n}, 0, 9000000000000000);
+             INSERT INTO requests (id, custom_id, params)
+             SELECT 4294967296 + i, 'r' || i, convert_to('{{}}', 'UTF8')
+             FROM generate_series(0, {n} - 1) i;
+             INSERT INTO queue (request_id, batch_pk, lease_until, lease_token)
+             SELECT 4294967296 + i, 1,
+                    CASE WHEN i < {leased} THEN 9000000000000000 ELSE 0 END,
+                    CASE WHEN i < {leased} THEN 1 ELSE 0 END
+             FROM generate_series(0, {n} - 1) i;"
+        ))
+        .await
+        .unwrap();
+    // Apart: VACUUM cannot run in the implicit transaction of a multi-statement batch.
+    client.batch_execute("VACUUM ANALYZE").await.unwrap();
+}
+
+/// The claim must not walk past the rows already leased: with the first half of a 100k-row
+/// batch in flight, a claim of 512 reads about 512 queue rows, not 50,000 (each a heap
+/// fetch to learn the lease has not run out). EXPLAIN ANALYZE runs it in a transaction
+/// rolled back, planned as the store plans it (unprepared, for the queue as it is).
+#[tokio::test]
+async fn the_claim_does_not_walk_past_leased_rows() {
+    let Some(url) = database("the_claim_does_not_walk_past_leased_rows") else {
+        return;
+    };
+    let _store = open(&url, "node").await.unwrap();
+    let mut client = sql(&url).await;
+    leased_head(&client, 100_000, 50_000).await;
+    let tx = client.transaction().await.unwrap();
+    let (pks, shares, models): (Vec<i64>, Vec<i64>, Option<Vec<i32>>) = (vec![1], vec![512], None);
+    let now = Timestamp::now().as_micros();
+    let until = now + 60_000_000;
+    let plan: Vec<String> = tx
+        .query(
+            &format!("EXPLAIN (ANALYZE, BUFFERS) {}", statements::claim_sql(true)),
+            &[&pks, &shares, &now, &until, &now, &"node", &models],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    tx.rollback().await.unwrap();
+    let plan = plan.join("\n");
+    eprintln!("{plan}");
+    let claimed: i64 = plan
+        .lines()
+        .find(|l| l.contains("Update on queue"))
+        .and_then(|l| l.split("rows=").nth(2))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no update in the plan:\n{plan}"));
+    assert_eq!(claimed, 512, "the claim takes its share:\n{plan}");
+    let passed_over: i64 = plan
+        .lines()
+        .filter_map(|l| l.split("Rows Removed by Filter: ").nth(1))
+        .map(|v| v.trim().parse::<i64>().unwrap())
+        .sum();
+    assert!(
+        passed_over < 5_000,
+        "the claim walked past {passed_over} leased rows:\n{plan}"
+    );
+}
