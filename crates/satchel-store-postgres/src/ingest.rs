@@ -9,6 +9,7 @@
 //! instead, the rows stay invisible and housekeeping removes them once the batch's node
 //! instance is gone (see `sweep::housekeeping`), never the next node to start.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use futures::StreamExt;
@@ -254,13 +255,13 @@ async fn model_ids(
     requests: &[NewRequest],
 ) -> Result<Vec<i32>, StoreError> {
     let mut ids = Vec::with_capacity(requests.len());
-    let mut local: HashMap<String, i32> = HashMap::new();
+    let mut local: HashMap<Cow<'_, str>, i32> = HashMap::new();
     for request in requests {
-        let Some(model) = satchel_core::routing::model_of(&request.params) else {
+        let Some(model) = satchel_core::routing::model_of(request.params.get()) else {
             ids.push(NO_MODEL as i32);
             continue;
         };
-        if let Some(&id) = local.get(&model) {
+        if let Some(&id) = local.get(model.as_ref()) {
             ids.push(id);
             continue;
         }
@@ -268,13 +269,13 @@ async fn model_ids(
             .models
             .lock()
             .ok()
-            .and_then(|m| m.get(&model).copied());
+            .and_then(|m| m.get(model.as_ref()).copied());
         let id = match known {
             Some(id) => id,
             None => {
                 let id = intern(client, &model).await?;
                 if let Ok(mut m) = store.models.lock() {
-                    m.insert(model.clone(), id);
+                    m.insert(model.clone().into_owned(), id);
                 }
                 id
             }
