@@ -236,7 +236,7 @@ impl Ingest {
                 "(?,?,X'',?,?)",
                 requests,
                 |insert, param, offset, request| {
-                    let size = request.params.get().len() as i64;
+                    let size = request.params.len() as i64;
                     insert.raw_bind_parameter(param, first_id + offset as i64)?;
                     insert.raw_bind_parameter(param + 1, &request.custom_id)?;
                     insert.raw_bind_parameter(param + 2, at)?;
@@ -248,7 +248,7 @@ impl Ingest {
             let at = at as u64;
             let mut slices: Vec<IoSlice<'_>> = requests
                 .iter()
-                .map(|r| IoSlice::new(r.params.get().as_bytes()))
+                .map(|r| IoSlice::new(r.params.as_bytes()))
                 .collect();
             write_all_vectored(file, &mut slices).map_err(io_error)?;
             self.unsynced += at - *len;
@@ -279,7 +279,7 @@ impl Ingest {
                 |insert, param, offset, request| {
                     insert.raw_bind_parameter(param, first_id + offset as i64)?;
                     insert.raw_bind_parameter(param + 1, &request.custom_id)?;
-                    insert.raw_bind_parameter(param + 2, request.params.get().as_bytes())
+                    insert.raw_bind_parameter(param + 2, request.params.as_bytes())
                 },
             )?;
         }
@@ -343,14 +343,14 @@ impl Ingest {
     /// go in submission order).
     fn claim_key(&mut self, request: &NewRequest) -> i64 {
         match &mut self.prefix_order {
-            Some(order) => order.key(&request.params),
+            Some(order) => order.key(request.params.as_bytes()),
             None => 0,
         }
     }
 
     /// The id of the request's model (its route key), interned in `models` on first sight.
     fn model_id(&mut self, tx: &Connection, request: &NewRequest) -> rusqlite::Result<i64> {
-        let Some(model) = satchel_core::routing::model_of(request.params.get()) else {
+        let Some(model) = satchel_core::routing::model_of(request.params.as_bytes()) else {
             return Ok(NO_MODEL);
         };
         if let Some(&id) = self.models.get(model.as_ref()) {
