@@ -58,9 +58,13 @@ pub const CHUNK_REQUESTS: usize = 1_000;
 pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// The read buffer starts this small (most bodies are small, and many may be read at once)
-/// and doubles while reads fill it, up to [`READ_BLOCK_MAX`] of room for one read.
+/// and doubles while reads fill it, up to [`READ_BLOCK_MAX`] of room for one read. Blocks
+/// stay under the allocator's mmap threshold (128 KiB): the parse moves to a new block while
+/// chunks in flight hold the old ones, and 512 KiB blocks (each mapped and faulted in anew)
+/// cost the workers more in page faults than the 2% of items parsed twice across 96 KiB
+/// blocks (BENCHMARKS.md, "Create path, 2026-12-05").
 const READ_BLOCK_MIN: usize = 16 * 1024;
-const READ_BLOCK_MAX: usize = 512 * 1024;
+const READ_BLOCK_MAX: usize = 96 * 1024;
 
 /// The most bytes one request's `params` may take: the Messages API's own limit on a request
 /// (32 MB). Larger ones are refused at create, naming their index.
