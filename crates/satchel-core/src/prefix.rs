@@ -43,7 +43,7 @@ pub struct PrefixOrder {
 impl PrefixOrder {
     /// The claim key of the batch's next request: its rank within its prefix group, then the
     /// group. Ranks fit: a batch holds at most 100,000 requests, far under 2^23.
-    pub fn key(&mut self, params: &RawValue) -> i64 {
+    pub fn key(&mut self, params: &[u8]) -> i64 {
         let group = prefix_key(params) & ((1 << GROUP_BITS) - 1);
         let rank = self.ranks.entry(group).or_insert(0);
         let key = (*rank << GROUP_BITS) | group;
@@ -55,7 +55,7 @@ impl PrefixOrder {
 /// The grouping key of a request's `params`: equal for requests whose model, system prompt
 /// and tools are byte-for-byte equal. (Params that are not an object, which never run, get
 /// the key of an object without those fields.)
-pub fn prefix_key(params: &RawValue) -> i64 {
+pub fn prefix_key(params: &[u8]) -> i64 {
     struct Collect<'de>([Option<&'de str>; 3]);
     impl<'de> Visitor<'de> for &mut Collect<'de> {
         type Value = ();
@@ -79,7 +79,7 @@ pub fn prefix_key(params: &RawValue) -> i64 {
         }
     }
     let mut found = Collect([None; 3]);
-    let mut de = serde_json::Deserializer::from_str(params.get());
+    let mut de = serde_json::Deserializer::from_slice(params);
     // Stopped early once all are found, or by params that are not an object: either way the
     // key is what was found.
     let _ = (&mut de).deserialize_map(&mut found);
@@ -93,7 +93,12 @@ mod tests {
     use super::*;
 
     fn key(json: &str) -> i64 {
-        prefix_key(&RawValue::from_string(json.to_owned()).unwrap())
+        prefix_key(
+            RawValue::from_string(json.to_owned())
+                .unwrap()
+                .get()
+                .as_bytes(),
+        )
     }
 
     #[test]
@@ -134,7 +139,10 @@ mod tests {
         let mut order = PrefixOrder::default();
         // Submitted as a a a b b c: claimed as a b c, then a b, then a.
         let submitted = ["a", "a", "a", "b", "b", "c"];
-        let keys: Vec<i64> = submitted.iter().map(|s| order.key(&raw(s))).collect();
+        let keys: Vec<i64> = submitted
+            .iter()
+            .map(|s| order.key(raw(s).get().as_bytes()))
+            .collect();
         let mut claimed: Vec<usize> = (0..submitted.len()).collect();
         claimed.sort_by_key(|&i| (keys[i], i));
         let groups: Vec<&str> = claimed.iter().map(|&i| submitted[i]).collect();

@@ -234,7 +234,7 @@ impl Batches {
                 .filter(|r| chosen.remove(&r.custom_id))
                 .map(|r| NewRequest {
                     custom_id: r.custom_id,
-                    params: r.params,
+                    params: r.params.into(),
                 })
                 .collect();
             if !taken.is_empty() && sink.send(IngestChunk::Requests(taken)).await.is_err() {

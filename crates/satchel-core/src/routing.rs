@@ -1,6 +1,7 @@
 //! Which backend runs a request: routes matched on the request's `model`, each with its own
 //! limits and retry policy. The default is one route, the emulator, for every model.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use satchel_wire::ErrorType;
@@ -151,12 +152,12 @@ impl Routes {
 
 /// The `model` of a request's params, read without parsing the rest when it comes first (as
 /// the SDKs send it): the route key recorded at ingest. None when absent or not a string.
-pub fn model_of(params: &RawValue) -> Option<String> {
+pub fn model_of(params: &[u8]) -> Option<Cow<'_, str>> {
     use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
     // The usual shape is read without a parser (once per request at ingest, where the parse
-    // cost a tenth of a create); anything else goes through serde below.
-    if let Some(model) = leading_model(params.get()) {
-        return Some(model.to_owned());
+    // cost a tenth of a create), and borrowed; anything else goes through serde below.
+    if let Some(model) = leading_model(params) {
+        return Some(Cow::Borrowed(model));
     }
     struct Find<'a>(&'a mut Option<String>);
     impl<'de> Visitor<'de> for Find<'_> {
@@ -177,21 +178,30 @@ pub fn model_of(params: &RawValue) -> Option<String> {
         }
     }
     let mut found = None;
-    let mut de = serde_json::Deserializer::from_str(params.get());
+    let mut de = serde_json::Deserializer::from_slice(params);
     let _ = (&mut de).deserialize_map(Find(&mut found));
-    found
+    found.map(Cow::Owned)
 }
 
 /// The model of `{"model":"name",…` (the SDKs' shape: `model` first, a name without escapes),
 /// or None for any other shape. `params` is valid JSON, so a `"` ends the name.
-fn leading_model(params: &str) -> Option<&str> {
-    let space: &[char] = &[' ', '\t', '\n', '\r'];
-    let rest = params.strip_prefix('{')?.trim_start_matches(space);
-    let rest = rest.strip_prefix("\"model\"")?.trim_start_matches(space);
-    let rest = rest.strip_prefix(':')?.trim_start_matches(space);
-    let rest = rest.strip_prefix('"')?;
-    let end = rest.find(['"', '\\'])?;
-    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
+fn leading_model(params: &[u8]) -> Option<&str> {
+    fn skip_space(bytes: &[u8]) -> &[u8] {
+        let n = bytes
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
+        &bytes[n..]
+    }
+    let rest = skip_space(params.strip_prefix(b"{")?);
+    let rest = skip_space(rest.strip_prefix(b"\"model\"")?);
+    let rest = skip_space(rest.strip_prefix(b":")?);
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 impl Default for Routes {
@@ -223,32 +233,39 @@ mod tests {
     #[test]
     fn model_of_reads_the_top_level_model_wherever_it_is() {
         assert_eq!(
-            model_of(&raw(r#"{"model":"a","messages":[]}"#)).as_deref(),
+            model_of(&bytes(r#"{"model":"a","messages":[]}"#)).as_deref(),
             Some("a")
         );
         assert_eq!(
-            model_of(&raw(
+            model_of(&bytes(
                 r#"{"max_tokens":5,"metadata":{"model":"x"},"model":"b\u0041"}"#
             ))
             .as_deref(),
             Some("bA")
         );
         assert_eq!(
-            model_of(&raw(r#"{ "model" : "c\u0041", "x": 1}"#)).as_deref(),
+            model_of(&bytes(r#"{ "model" : "c\u0041", "x": 1}"#)).as_deref(),
             Some("cA")
         );
         assert_eq!(
-            model_of(&raw("{\n\t\"model\":\"d\"}")).as_deref(),
+            model_of(&bytes("{\n\t\"model\":\"d\"}")).as_deref(),
             Some("d")
         );
-        assert_eq!(model_of(&raw(r#"{"model":"","x":1}"#)).as_deref(), Some(""));
-        assert_eq!(model_of(&raw(r#"{"messages":[]}"#)), None);
-        assert_eq!(model_of(&raw(r#"{"model":5}"#)), None);
-        assert_eq!(model_of(&raw(r#"[1]"#)), None);
+        assert_eq!(
+            model_of(&bytes(r#"{"model":"","x":1}"#)).as_deref(),
+            Some("")
+        );
+        assert_eq!(model_of(&bytes(r#"{"messages":[]}"#)), None);
+        assert_eq!(model_of(&bytes(r#"{"model":5}"#)), None);
+        assert_eq!(model_of(&bytes(r#"[1]"#)), None);
     }
 
     fn raw(json: &str) -> Box<RawValue> {
         RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    fn bytes(json: &str) -> Vec<u8> {
+        raw(json).get().into()
     }
 
     #[test]

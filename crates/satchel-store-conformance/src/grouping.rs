@@ -13,7 +13,7 @@ fn prompted(i: usize, n: usize) -> NewRequest {
     );
     NewRequest {
         custom_id: format!("r{i}"),
-        params: RawValue::from_string(params).unwrap(),
+        params: RawValue::from_string(params).unwrap().into(),
     }
 }
 

@@ -237,7 +237,7 @@ pub async fn claims_take_only_the_models_asked_for(store: Arc<dyn Store>) {
                 let params = format!(r#"{{"model":"{model}","max_tokens":5,"messages":[]}}"#);
                 NewRequest {
                     custom_id: format!("r{i}"),
-                    params: RawValue::from_string(params).unwrap(),
+                    params: RawValue::from_string(params).unwrap().into(),
                 }
             })
             .collect();

@@ -134,7 +134,7 @@ fn request(i: usize) -> NewRequest {
     );
     NewRequest {
         custom_id: format!("r{i}"),
-        params: RawValue::from_string(params).unwrap(),
+        params: RawValue::from_string(params).unwrap().into(),
     }
 }
 

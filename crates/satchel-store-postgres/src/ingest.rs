@@ -9,6 +9,7 @@
 //! instead, the rows stay invisible and housekeeping removes them once the batch's node
 //! instance is gone (see `sweep::housekeeping`), never the next node to start.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use futures::StreamExt;
@@ -161,7 +162,10 @@ impl Ingest<'_> {
     /// ordered so, else all 0 (claims then go in submission order).
     fn claim_keys(&mut self, requests: &[NewRequest]) -> Vec<i64> {
         match &mut self.prefix_order {
-            Some(order) => requests.iter().map(|r| order.key(&r.params)).collect(),
+            Some(order) => requests
+                .iter()
+                .map(|r| order.key(r.params.as_bytes()))
+                .collect(),
             None => vec![0; requests.len()],
         }
     }
@@ -254,13 +258,13 @@ async fn model_ids(
     requests: &[NewRequest],
 ) -> Result<Vec<i32>, StoreError> {
     let mut ids = Vec::with_capacity(requests.len());
-    let mut local: HashMap<String, i32> = HashMap::new();
+    let mut local: HashMap<Cow<'_, str>, i32> = HashMap::new();
     for request in requests {
-        let Some(model) = satchel_core::routing::model_of(&request.params) else {
+        let Some(model) = satchel_core::routing::model_of(request.params.as_bytes()) else {
             ids.push(NO_MODEL as i32);
             continue;
         };
-        if let Some(&id) = local.get(&model) {
+        if let Some(&id) = local.get(model.as_ref()) {
             ids.push(id);
             continue;
         }
@@ -268,13 +272,13 @@ async fn model_ids(
             .models
             .lock()
             .ok()
-            .and_then(|m| m.get(&model).copied());
+            .and_then(|m| m.get(model.as_ref()).copied());
         let id = match known {
             Some(id) => id,
             None => {
                 let id = intern(client, &model).await?;
                 if let Ok(mut m) = store.models.lock() {
-                    m.insert(model.clone(), id);
+                    m.insert(model.clone().into_owned(), id);
                 }
                 id
             }
@@ -329,7 +333,7 @@ fn encode_rows(first_id: i64, requests: &[NewRequest]) -> bytes::Bytes {
     use bytes::BufMut;
     let size: usize = requests
         .iter()
-        .map(|r| 2 + 12 + 4 + r.custom_id.len() + 4 + r.params.get().len())
+        .map(|r| 2 + 12 + 4 + r.custom_id.len() + 4 + r.params.len())
         .sum();
     let mut buf = bytes::BytesMut::with_capacity(19 + size + 2);
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");
@@ -341,7 +345,7 @@ fn encode_rows(first_id: i64, requests: &[NewRequest]) -> bytes::Bytes {
         buf.put_i64(first_id + offset as i64);
         buf.put_i32(request.custom_id.len() as i32);
         buf.put_slice(request.custom_id.as_bytes());
-        let params = request.params.get().as_bytes();
+        let params = request.params.as_bytes();
         buf.put_i32(params.len() as i32);
         buf.put_slice(params);
     }

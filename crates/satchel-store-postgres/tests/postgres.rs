@@ -203,7 +203,9 @@ async fn the_hot_statements_probe_the_queue_by_index() {
 fn request(i: usize) -> NewRequest {
     NewRequest {
         custom_id: format!("r{i}"),
-        params: RawValue::from_string(format!(r#"{{"model":"m","n":{i}}}"#)).unwrap(),
+        params: RawValue::from_string(format!(r#"{{"model":"m","n":{i}}}"#))
+            .unwrap()
+            .into(),
     }
 }
 

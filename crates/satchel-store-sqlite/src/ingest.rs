@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{IoSlice, Write};
 use std::sync::Arc;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, Statement, TransactionBehavior, params};
 use satchel_core::model::{BatchRecord, IngestChunk, NO_MODEL, NewBatch, NewRequest};
 use satchel_core::prefix::PrefixOrder;
 use satchel_core::store::StoreError;
@@ -228,25 +228,27 @@ impl Ingest {
             }
         };
         if let Some((_, file, len)) = &mut self.file {
-            let start = *len;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO requests (id, custom_id, params, params_at, params_len)
-                 VALUES (?1, ?2, X'', ?3, ?4)",
+            let mut at = *len as i64;
+            let first_id = self.next_id;
+            insert_rows(
+                &tx,
+                "INSERT INTO requests (id, custom_id, params, params_at, params_len) VALUES ",
+                "(?,?,X'',?,?)",
+                requests,
+                |insert, param, offset, request| {
+                    let size = request.params.len() as i64;
+                    insert.raw_bind_parameter(param, first_id + offset as i64)?;
+                    insert.raw_bind_parameter(param + 1, &request.custom_id)?;
+                    insert.raw_bind_parameter(param + 2, at)?;
+                    insert.raw_bind_parameter(param + 3, size)?;
+                    at += size;
+                    Ok(())
+                },
             )?;
-            let mut at = start;
-            for (offset, request) in requests.iter().enumerate() {
-                let size = request.params.get().len() as u64;
-                insert.execute(params![
-                    self.next_id + offset as i64,
-                    request.custom_id,
-                    at as i64,
-                    size as i64
-                ])?;
-                at += size;
-            }
+            let at = at as u64;
             let mut slices: Vec<IoSlice<'_>> = requests
                 .iter()
-                .map(|r| IoSlice::new(r.params.get().as_bytes()))
+                .map(|r| IoSlice::new(r.params.as_bytes()))
                 .collect();
             write_all_vectored(file, &mut slices).map_err(io_error)?;
             self.unsynced += at - *len;
@@ -268,17 +270,18 @@ impl Ingest {
                 self.unsynced = 0;
             }
         } else {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO requests (id, custom_id, params) VALUES (?1, ?2, ?3)",
+            let first_id = self.next_id;
+            insert_rows(
+                &tx,
+                "INSERT INTO requests (id, custom_id, params) VALUES ",
+                "(?,?,?)",
+                requests,
+                |insert, param, offset, request| {
+                    insert.raw_bind_parameter(param, first_id + offset as i64)?;
+                    insert.raw_bind_parameter(param + 1, &request.custom_id)?;
+                    insert.raw_bind_parameter(param + 2, request.params.as_bytes())
+                },
             )?;
-            for (offset, request) in requests.iter().enumerate() {
-                let id = self.next_id + offset as i64;
-                insert.execute(params![
-                    id,
-                    request.custom_id,
-                    request.params.get().as_bytes()
-                ])?;
-            }
         }
         // The chunk's ids are consecutive: its queue rows go in one statement, in id order,
         // with each request's model (and, for a batch ordered by prompt prefix, its claim
@@ -340,27 +343,70 @@ impl Ingest {
     /// go in submission order).
     fn claim_key(&mut self, request: &NewRequest) -> i64 {
         match &mut self.prefix_order {
-            Some(order) => order.key(&request.params),
+            Some(order) => order.key(request.params.as_bytes()),
             None => 0,
         }
     }
 
     /// The id of the request's model (its route key), interned in `models` on first sight.
     fn model_id(&mut self, tx: &Connection, request: &NewRequest) -> rusqlite::Result<i64> {
-        let Some(model) = satchel_core::routing::model_of(&request.params) else {
+        let Some(model) = satchel_core::routing::model_of(request.params.as_bytes()) else {
             return Ok(NO_MODEL);
         };
-        if let Some(&id) = self.models.get(&model) {
+        if let Some(&id) = self.models.get(model.as_ref()) {
             return Ok(id);
         }
         tx.prepare_cached("INSERT OR IGNORE INTO models (name) VALUES (?1)")?
-            .execute([&model])?;
+            .execute([model.as_ref()])?;
         let id: i64 = tx
             .prepare_cached("SELECT id FROM models WHERE name = ?1")?
-            .query_row([&model], |r| r.get(0))?;
-        self.models.insert(model, id);
+            .query_row([model.as_ref()], |r| r.get(0))?;
+        self.models.insert(model.into_owned(), id);
         Ok(id)
     }
+}
+
+/// Rows per `INSERT` statement for a chunk's requests. One statement a row paid SQLite's
+/// statement start and a b-tree descent for every request (a third of a big create's writer
+/// time); a JSON list read with `->>` cost more still (BENCHMARKS.md, "Issue 13, second pass").
+const ROWS_PER_INSERT: usize = 128;
+
+/// Inserts one row per element of `items` with multi-row `INSERT … VALUES` statements:
+/// `ROWS_PER_INSERT` rows at a time, the rest 16 and then one at a time, so only three
+/// statement shapes are prepared (and cached). `row` is one row's placeholders (`?` only);
+/// `bind` binds one item's parameters from the given index on.
+fn insert_rows<T>(
+    tx: &Connection,
+    head: &str,
+    row: &str,
+    items: &[T],
+    mut bind: impl FnMut(&mut Statement<'_>, usize, usize, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let per_row = row.matches('?').count();
+    let mut done = 0;
+    for size in [ROWS_PER_INSERT, 16, 1] {
+        let whole = (items.len() - done) / size;
+        if whole == 0 {
+            continue;
+        }
+        let mut sql = String::with_capacity(head.len() + size * (row.len() + 1));
+        sql.push_str(head);
+        for i in 0..size {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(row);
+        }
+        let mut insert = tx.prepare_cached(&sql)?;
+        for _ in 0..whole {
+            for (i, item) in items[done..done + size].iter().enumerate() {
+                bind(&mut insert, 1 + i * per_row, done + i, item)?;
+            }
+            insert.raw_execute()?;
+            done += size;
+        }
+    }
+    Ok(())
 }
 
 /// Writes every byte of `slices` (the params of a chunk, in order) without first copying them

@@ -50,7 +50,7 @@ fn requests(range: std::ops::Range<usize>) -> Vec<NewRequest> {
     range
         .map(|i| NewRequest {
             custom_id: format!("r{i}"),
-            params: RawValue::from_string(params(i)).unwrap(),
+            params: RawValue::from_string(params(i)).unwrap().into(),
         })
         .collect()
 }

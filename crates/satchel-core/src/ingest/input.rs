@@ -3,19 +3,23 @@
 
 use std::io;
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use serde::de::IgnoredAny;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::scan::Scan;
 use super::{IngestError, READ_BLOCK_MAX, READ_BLOCK_MIN, not_json};
 
-/// The body as a buffer refilled from the reader in large blocks.
+/// The body as a buffer refilled from the reader in large blocks. Each item taken out of it
+/// ([`Input::split_item`]) is frozen and shared with the requests made from it, so the buffer
+/// moves on to a new block whenever the old one is still referenced (by chunks on their way
+/// to the store) and reuses it in place otherwise.
 pub(super) struct Input<R> {
     reader: R,
-    pub(super) buf: Vec<u8>,
-    /// `buf[pos..end]` is read and not yet consumed.
+    /// `buf[pos..]` is read and not yet consumed.
+    pub(super) buf: BytesMut,
     pub(super) pos: usize,
-    pub(super) end: usize,
     pub(super) eof: bool,
     /// Bytes consumed before `buf[0]`, for error positions.
     base: u64,
@@ -27,13 +31,17 @@ impl<R: AsyncRead + Unpin> Input<R> {
     pub(super) fn new(reader: R) -> Self {
         Self {
             reader,
-            buf: vec![0; READ_BLOCK_MIN],
+            buf: BytesMut::with_capacity(READ_BLOCK_MIN),
             room: READ_BLOCK_MIN,
             pos: 0,
-            end: 0,
             eof: false,
             base: 0,
         }
+    }
+
+    /// The read and unconsumed bytes.
+    pub(super) fn window(&self) -> &[u8] {
+        &self.buf[self.pos..]
     }
 
     /// Offset in the body of the next unconsumed byte.
@@ -52,36 +60,41 @@ impl<R: AsyncRead + Unpin> Input<R> {
         &self.buf[start..start + len]
     }
 
-    /// Reads more, keeping the unconsumed bytes (moved to the front; the buffer grows when
-    /// one value fills it). Returns false at the end of the body.
+    /// The next `len` bytes, consumed and handed out as shared bytes (no copy).
+    pub(super) fn split_item(&mut self, len: usize) -> Bytes {
+        let consumed = self.buf.split_to(self.pos + len).freeze();
+        self.base += consumed.len() as u64;
+        self.pos = 0;
+        consumed.slice(consumed.len() - len..)
+    }
+
+    /// Reads more, keeping the unconsumed bytes (the buffer grows when one value fills it).
+    /// Returns false at the end of the body.
     async fn fill(&mut self) -> Result<bool, IngestError> {
         if self.eof {
             return Ok(false);
         }
         if self.pos > 0 {
-            self.buf.copy_within(self.pos..self.end, 0);
+            self.buf.advance(self.pos);
             self.base += self.pos as u64;
-            self.end -= self.pos;
             self.pos = 0;
         }
-        if self.buf.len() - self.end < self.room {
-            self.buf.resize(self.end + self.room, 0);
-        }
+        self.buf.reserve(self.room);
+        let offered = self.buf.capacity() - self.buf.len();
         // A fast upload always has bytes ready: yield now and then so the parse shares its
         // worker thread with other tasks.
         tokio::task::consume_budget().await;
         loop {
-            match self.reader.read(&mut self.buf[self.end..]).await {
+            match self.reader.read_buf(&mut self.buf).await {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(false);
                 }
                 Ok(n) => {
                     // The body comes faster than the room we give it: give it more.
-                    if n == self.buf.len() - self.end {
+                    if n == offered {
                         self.room = (self.room * 2).min(READ_BLOCK_MAX);
                     }
-                    self.end += n;
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -92,7 +105,7 @@ impl<R: AsyncRead + Unpin> Input<R> {
 
     /// Reads until at least `want` bytes are buffered, or the body ends.
     pub(super) async fn fill_to(&mut self, want: usize) -> Result<(), IngestError> {
-        while self.end - self.pos < want {
+        while self.buf.len() - self.pos < want {
             if !self.fill().await? {
                 break;
             }
@@ -103,7 +116,7 @@ impl<R: AsyncRead + Unpin> Input<R> {
     /// Skips whitespace; the next byte, not consumed (None at the end of the body).
     pub(super) async fn peek_token(&mut self) -> Result<Option<u8>, IngestError> {
         loop {
-            while self.pos < self.end {
+            while self.pos < self.buf.len() {
                 match self.buf[self.pos] {
                     b' ' | b'\t' | b'\n' | b'\r' => self.pos += 1,
                     b => return Ok(Some(b)),
@@ -166,11 +179,11 @@ impl<R: AsyncRead + Unpin> Input<R> {
         };
         let mut scan = Scan::new(first);
         loop {
-            if let Some(len) = scan.run(&self.buf[self.pos..self.end]) {
+            if let Some(len) = scan.run(self.window()) {
                 return Ok(len);
             }
             if !self.fill().await? {
-                return match scan.at_eof(self.end - self.pos) {
+                return match scan.at_eof(self.buf.len() - self.pos) {
                     Some(len) => Ok(len),
                     None => Err(IngestError::NotJson(format!(
                         "EOF while parsing the value starting at byte {}",

@@ -8,7 +8,6 @@ use serde_json::value::RawValue;
 
 use super::MAX_PARAMS_BYTES;
 use super::state::State;
-use crate::model::NewRequest;
 
 /// Lets a visitor report "not the expected kind of value" in the API's words.
 macro_rules! reject_other_kinds {
@@ -43,9 +42,13 @@ pub(super) struct ItemSeed<'s, 'a> {
     pub(super) index: usize,
 }
 
-/// A request, and the address just past the last value of its object (in the bytes parsed),
-/// which tells where the item ends.
-pub(super) type ItemParsed = (NewRequest, usize);
+/// An item's `custom_id`, where its `params` are and the address just past the last value
+/// of its object (both addresses in the bytes parsed), which tells where the item ends.
+pub(super) struct ItemParsed {
+    pub(super) custom_id: String,
+    pub(super) params: std::ops::Range<usize>,
+    pub(super) values_end: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for ItemSeed<'_, '_> {
     type Value = ItemParsed;
@@ -167,12 +170,11 @@ impl<'de> Visitor<'de> for ItemSeed<'_, '_> {
                 .state
                 .invalid(format!("requests.{i}.params: Field required")));
         };
-        Ok((
-            NewRequest {
-                custom_id,
-                params: params.to_owned(),
-            },
+        let start = params.get().as_ptr() as usize;
+        Ok(ItemParsed {
+            custom_id,
+            params: start..start + params.get().len(),
             values_end,
-        ))
+        })
     }
 }

@@ -7,9 +7,12 @@
 //! the buffer, in one pass (`from_slice`, serde_json's fast path: reading from a `Read` goes
 //! byte by byte and was most of the cost of a create). An item cut by the end of the buffer
 //! is parsed again once more bytes are in. Each `params` is kept as the raw bytes received,
-//! and requests go to the store in chunks through a bounded channel. Memory is bounded by the
-//! read buffer (one item at least), the chunk size and the set of `custom_id`s seen (16 bytes
-//! an id).
+//! not copied: a parsed item is split off the buffer and shared with its request (`Bytes`),
+//! so a read block lives until the store has written the last request that points into it.
+//! Requests go to the store in chunks through a bounded channel. Memory is bounded by the
+//! read buffer (one item at least), the chunks in flight (each holds at most [`CHUNK_BYTES`]
+//! of params plus the unused ends of the blocks it points into) and the set of `custom_id`s
+//! seen (16 bytes an id).
 //!
 //! serde validates every byte of every item, and the envelope reader checks the punctuation
 //! between them, so malformed JSON anywhere is still refused. A scanner that finds where a
@@ -39,7 +42,7 @@ use serde::de::DeserializeSeed;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
-use crate::model::IngestChunk;
+use crate::model::{IngestChunk, NewRequest, Params};
 use input::Input;
 use item::ItemSeed;
 use scan::Scan;
@@ -55,9 +58,13 @@ pub const CHUNK_REQUESTS: usize = 1_000;
 pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// The read buffer starts this small (most bodies are small, and many may be read at once)
-/// and doubles while reads fill it, up to [`READ_BLOCK_MAX`] of room for one read.
+/// and doubles while reads fill it, up to [`READ_BLOCK_MAX`] of room for one read. Blocks
+/// stay under the allocator's mmap threshold (128 KiB): the parse moves to a new block while
+/// chunks in flight hold the old ones, and 512 KiB blocks (each mapped and faulted in anew)
+/// cost the workers more in page faults than the 2% of items parsed twice across 96 KiB
+/// blocks (BENCHMARKS.md, "Create path, 2026-12-05").
 const READ_BLOCK_MIN: usize = 16 * 1024;
-const READ_BLOCK_MAX: usize = 512 * 1024;
+const READ_BLOCK_MAX: usize = 96 * 1024;
 
 /// The most bytes one request's `params` may take: the Messages API's own limit on a request
 /// (32 MB). Larger ones are refused at create, naming their index.
@@ -216,8 +223,8 @@ async fn parse_requests<R: AsyncRead + Unpin>(
         // Parsed straight from the buffer, in one pass. If the buffer ends inside the item,
         // read at least as much again and parse it again from its start: rare (items are small
         // next to a read), and the doubling keeps even a huge item linear.
-        let (request, len) = loop {
-            let window = &input.buf[input.pos..input.end];
+        let (custom_id, params, len) = loop {
+            let window = input.window();
             let mut de = serde_json::Deserializer::from_slice(window);
             let parsed = ItemSeed {
                 state: &mut *state,
@@ -225,16 +232,23 @@ async fn parse_requests<R: AsyncRead + Unpin>(
             }
             .deserialize(&mut de);
             match parsed {
-                Ok((request, values_end)) => {
+                Ok(item) => {
                     // The item is the bytes up to the `}` after its last value.
-                    let end = values_end.saturating_sub(window.as_ptr() as usize);
+                    let start = window.as_ptr() as usize;
+                    let end = item.values_end.saturating_sub(start);
                     let close = window
                         .get(end..)
                         .and_then(|rest| rest.iter().position(|b| !b.is_ascii_whitespace()))
                         .map(|p| end + p)
                         .filter(|&p| window[p] == b'}');
                     match close {
-                        Some(p) => break (request, p + 1),
+                        Some(p) => {
+                            break (
+                                item.custom_id,
+                                item.params.start - start..item.params.end - start,
+                                p + 1,
+                            );
+                        }
                         None => {
                             return Err(IngestError::NotJson(format!(
                                 "expected `}}` to close the value starting at byte {offset}"
@@ -262,7 +276,12 @@ async fn parse_requests<R: AsyncRead + Unpin>(
                 }
             }
         };
-        input.advance(len);
+        // The params stay in the read buffer, shared with the request.
+        let item = input.split_item(len);
+        let request = NewRequest {
+            custom_id,
+            params: Params::from_checked(item.slice(params)),
+        };
         state.accept(request).await?;
         index += 1;
         match input.peek_token().await? {

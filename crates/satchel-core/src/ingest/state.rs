@@ -54,7 +54,7 @@ impl State<'_> {
         self.count += 1;
         // Past the limit the rest is still read, only to report the real count.
         if self.count <= self.max_requests {
-            self.chunk_bytes += request.params.get().len();
+            self.chunk_bytes += request.params.len();
             self.chunk.push(request);
             if self.chunk.len() >= CHUNK_REQUESTS || self.chunk_bytes >= CHUNK_BYTES {
                 self.flush().await?;
