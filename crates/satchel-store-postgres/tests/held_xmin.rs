@@ -44,7 +44,9 @@ async fn create(store: &PostgresStore, n: usize, now: Timestamp) -> String {
     let requests = (0..n)
         .map(|i| NewRequest {
             custom_id: format!("r{i}"),
-            params: RawValue::from_string(r#"{"model":"m"}"#.into()).unwrap().into(),
+            params: RawValue::from_string(r#"{"model":"m"}"#.into())
+                .unwrap()
+                .into(),
         })
         .collect();
     tx.send(IngestChunk::Requests(requests)).await.unwrap();
