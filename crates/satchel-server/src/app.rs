@@ -162,7 +162,12 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartEr
         .await?;
         return Ok(Arc::new(store));
     }
-    Ok(Arc::new(SqliteStore::open(&config.db)?))
+    // Claims ask for some models only when there are several routes (`Lanes`).
+    let (routes, _) = backends::build(config)?;
+    let options = satchel_store_sqlite::Options {
+        claims_by_model: !routes.is_catch_all(),
+    };
+    Ok(Arc::new(SqliteStore::open_with(&config.db, &options)?))
 }
 
 /// Opens the configured store, then starts the server on it (see [`start_with`]).

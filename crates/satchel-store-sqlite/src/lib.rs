@@ -65,6 +65,23 @@ pub enum OpenError {
     },
 }
 
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Whether claims may ask for some models only (the server has several routes): keeps
+    /// the per-model claim index, which a server with one catch-all route does without
+    /// (see `pool.rs`). Default: yes, the safe side.
+    pub claims_by_model: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            claims_by_model: true,
+        }
+    }
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     pool: Arc<Pool>,
@@ -75,6 +92,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and takes its lock.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_with(path, &Options::default())
+    }
+
+    /// [`SqliteStore::open`] with `options`.
+    pub fn open_with(path: &Path, options: &Options) -> Result<Self, OpenError> {
         let lock_path = lock_path(path);
         let lock = File::options()
             .create(true)
@@ -92,7 +114,7 @@ impl SqliteStore {
             });
         }
         refuse_lost_database(path)?;
-        let pool = Pool::open(path).map_err(|source| OpenError::Sqlite {
+        let pool = Pool::open(path, options).map_err(|source| OpenError::Sqlite {
             path: path.to_owned(),
             source,
         })?;

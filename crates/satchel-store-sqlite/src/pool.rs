@@ -18,6 +18,7 @@ use satchel_core::model::{ClaimedRequest, ModelFilter};
 use satchel_core::store::StoreError;
 use satchel_wire::Timestamp;
 
+use crate::Options;
 use crate::blobs::Blobs;
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -53,6 +54,22 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<
         [table, column],
         |r| r.get(0),
     )
+}
+
+/// The per-model claim index exists exactly when claims may ask for some models only (the
+/// server has several routes). It costs every request three index writes (at ingest, when
+/// leased, when settled), and its key puts the model before the request id, so a create
+/// mixing models inserts in as many places instead of appending: the largest part of the
+/// create's SQLite work. A server with one catch-all route never claims by model, so it does
+/// without; the index is built at start when a configuration with routes comes back (one
+/// server process per file, so no other process relies on it meanwhile). Without it a claim
+/// by model is still answered, by a scan.
+fn claims_by_model(conn: &Connection, wanted: bool) -> rusqlite::Result<()> {
+    conn.execute_batch(if wanted {
+        "CREATE INDEX IF NOT EXISTS queue_claim_by_model ON queue (batch_pk, model, lease_until, prefix);"
+    } else {
+        "DROP INDEX IF EXISTS queue_claim_by_model;"
+    })
 }
 
 /// Brings a file made by an older version up to the current schema.
@@ -95,12 +112,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     // and a claim's params are read in file order. (Without such an index claims went
     // through the per-model one, model by model: settles then wrote results in interleaved
     // streams, and a 100k run read and wrote twice the bytes.) Claims of some models use
-    // queue_claim_by_model.
+    // queue_claim_by_model (see claims_by_model below).
     conn.execute_batch(
         "DROP INDEX IF EXISTS queue_runnable;
          DROP INDEX IF EXISTS queue_by_model;
          CREATE INDEX IF NOT EXISTS queue_claim ON queue (batch_pk, lease_until, prefix);
-         CREATE INDEX IF NOT EXISTS queue_claim_by_model ON queue (batch_pk, model, lease_until, prefix);
          CREATE INDEX IF NOT EXISTS results_by_seq ON results (seq, request_id);
          INSERT OR IGNORE INTO meta (key, value)
              SELECT 'settle_seq', COALESCE(MAX(seq), 0) FROM results;",
@@ -159,7 +175,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path, options: &Options) -> rusqlite::Result<Self> {
         let mut conn = Connection::open(path)?;
         // Larger pages suit rows of a few KB of params (the default 4 KB wastes ~40%).
         // (Larger still made big creates faster while their params went through SQLite, but
@@ -177,6 +193,7 @@ impl Pool {
             [],
         )?;
         migrate(&conn)?;
+        claims_by_model(&conn, options.claims_by_model)?;
         conn.execute_batch(crate::outbox::SCHEMA)?;
         let blobs = Blobs::new(path);
         crate::ingest::discard_unfinished_ingests(&mut conn, &blobs)?;
