@@ -20,13 +20,17 @@ use tokio_postgres::types::Type;
 use crate::api::{self, Api};
 use crate::cpu::{CpuTime, Meter};
 use crate::proc::Proc;
-use crate::report::{Row, fmt_mb, fmt_mbps, fmt_ms, fmt_rate, fmt_s, fmt_x, secs, thousands};
+use crate::report::{
+    Row, fmt_mb, fmt_mbps, fmt_ms, fmt_rate, fmt_rss, fmt_s, fmt_x, secs, thousands,
+};
 use crate::{Settings, workload};
 use crate::{batch, list};
 
 /// What one run on PostgreSQL measured.
 struct PgRun {
     create: Duration,
+    /// The creating node's peak RSS, read as the create returns (kB).
+    create_rss_kb: u64,
     to_ended: Duration,
     /// CPU spent from create to `ended`, by the nodes and by the cluster.
     cpu: CpuTime,
@@ -72,9 +76,10 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
     Ok(vec![
         Row::new("postgres", format!("create of {label} on PostgreSQL"))
             .satchel(format!(
-                "{}, {}",
+                "{}, {}; node peak RSS {}",
                 fmt_s(secs(one.create)),
-                fmt_mbps(mb / secs(one.create))
+                fmt_mbps(mb / secs(one.create)),
+                fmt_rss(one.create_rss_kb)
             ))
             .baseline(format!(
                 "COPY floor {} = parse {} + binary COPY in one transaction {}; SQLite engine {}",
@@ -88,7 +93,10 @@ pub async fn section(settings: &Settings) -> Result<Vec<Row>> {
                 fmt_x(secs(one.create) / floor_total),
                 fmt_x(secs(one.create) / secs(sqlite.create))
             ))
-            .target("≤ 2x the COPY floor", secs(one.create) <= 2.0 * floor_total),
+            .target(
+                "≤ 2x the COPY floor at < 100 MB RSS",
+                secs(one.create) <= 2.0 * floor_total && one.create_rss_kb < 100 * 1024,
+            ),
         Row::new(
             "postgres",
             "create → `ended`, emulator at 0 latency, one PostgreSQL node",
@@ -299,6 +307,7 @@ async fn run(settings: &Settings, url: &str, body: Bytes, n: usize, nodes: usize
     let started = Instant::now();
     let created = first.create(body).await?;
     let create = started.elapsed();
+    let create_rss_kb = procs[0].peak_rss_kb()?;
     let id = api::id_of(&created)?;
     let created_at = Instant::now();
     let cpu_at_create = meter.read()?;
@@ -315,6 +324,7 @@ async fn run(settings: &Settings, url: &str, body: Bytes, n: usize, nodes: usize
     let download = last.results(&id).await?;
     Ok(PgRun {
         create,
+        create_rss_kb,
         to_ended,
         cpu,
         results: download.elapsed,
