@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use satchel_core::dispatch::{DispatchConfig, Dispatcher, DispatcherHandle, DrainReport};
 use satchel_core::housekeeping::Housekeeper;
+use satchel_core::routing::Routes;
 use satchel_core::{Batches, LifecycleConfig, Store, StoreError};
 use satchel_store_postgres::PostgresStore;
 use satchel_store_sqlite::{OpenError, SqliteStore};
@@ -68,7 +69,7 @@ pub struct RunningServer {
     /// How long a graceful shutdown keeps serving, not ready, before it drains.
     drain_delay: Duration,
     /// The backends, for [`RunningServer::reload`].
-    routes: Arc<satchel_core::routing::Routes>,
+    routes: Arc<Routes>,
     /// The webhook delivery worker (none when the engine keeps no outbox).
     webhooks: Option<JoinHandle<()>>,
 }
@@ -149,10 +150,13 @@ impl RunningServer {
     }
 }
 
-/// Opens the store the configuration names: a PostgreSQL database shared with other nodes
-/// when `config.db` is a `postgres://` URL (this node registering as its node id), else the
-/// SQLite file at that path.
-pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+/// Opens the store the configuration names, for a server running `routes`: a PostgreSQL
+/// database shared with other nodes when `config.db` is a `postgres://` URL (this node
+/// registering as its node id), else the SQLite file at that path.
+pub async fn open_store(
+    config: &ServerConfig,
+    routes: &Routes,
+) -> Result<Arc<dyn Store>, StartError> {
     if let Some(url) = config.postgres_url() {
         let store = PostgresStore::open(
             url,
@@ -163,7 +167,6 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartEr
         return Ok(Arc::new(store));
     }
     // Claims ask for some models only when there are several routes (`Lanes`).
-    let (routes, _) = backends::build(config)?;
     let options = satchel_store_sqlite::Options {
         claims_by_model: !routes.is_catch_all(),
     };
@@ -173,18 +176,19 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, StartEr
 /// Opens the configured store, then starts the server on it (see [`start_with`]).
 pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // Configuration problems first: nothing is opened for a server that cannot run.
-    check(&config)?;
-    let store = open_store(&config).await?;
+    let (routes, _) = check(&config)?;
+    let store = open_store(&config, &routes).await?;
     start_with(config, store).await
 }
 
-fn check(config: &ServerConfig) -> Result<(), StartError> {
+/// Checks the configuration, returning the routes it makes and their run slots.
+fn check(config: &ServerConfig) -> Result<(Routes, usize), StartError> {
     if config.keys.is_open() && !config.listen.ip().is_loopback() {
         return Err(StartError::OpenBeyondLoopback(config.listen));
     }
-    backends::build(config)?;
+    let routes = backends::build(config)?;
     organization_header(config)?;
-    Ok(())
+    Ok(routes)
 }
 
 /// The `anthropic-organization-id` header's value; a configured id must be a UUID.
@@ -202,8 +206,7 @@ pub async fn start_with(
     config: ServerConfig,
     mut store: Arc<dyn Store>,
 ) -> Result<RunningServer, StartError> {
-    check(&config)?;
-    let (routes, route_capacity) = backends::build(&config)?;
+    let (routes, route_capacity) = check(&config)?;
     let routes = Arc::new(routes);
 
     // Metrics only when they are served: without a recorder, recording them is a no-op.
@@ -330,10 +333,7 @@ const SHARE_REFRESH: Duration = Duration::from_secs(2);
 /// the store, now and then every [`SHARE_REFRESH`] (a node that joins or leaves is counted
 /// within that; one that died is counted until its heartbeat runs out, which errs on the
 /// side of the limits).
-async fn share_limits(
-    store: Arc<dyn Store>,
-    routes: Arc<satchel_core::routing::Routes>,
-) -> JoinHandle<()> {
+async fn share_limits(store: Arc<dyn Store>, routes: Arc<Routes>) -> JoinHandle<()> {
     let apply = |nodes: u32| {
         for route in routes.routes() {
             route.limits.set_nodes(nodes);
